@@ -1,0 +1,149 @@
+"""Node configuration, read from environment variables only.
+
+The same variables work for the embedded stack (which sets them for each
+node it starts) and for a user's own Kafka/Redpanda and PostgreSQL.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit, urlunsplit
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name, str(default))
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not a whole number") from None
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names; each can be renamed with `TOPIC_<NAME>`."""
+
+    introspection: str = field(default_factory=lambda: _env("TOPIC_NODE_INTROSPECTION", "node-introspection.v1"))
+    heartbeat: str = field(default_factory=lambda: _env("TOPIC_NODE_HEARTBEAT", "node-heartbeat.v1"))
+    registry_request: str = field(
+        default_factory=lambda: _env("TOPIC_REGISTRY_REQUEST", "registry-request-introspection.v1")
+    )
+    registered: str = field(default_factory=lambda: _env("TOPIC_NODE_REGISTERED", "node-registered.v1"))
+    workflow: str = field(default_factory=lambda: _env("TOPIC_WORKFLOW_EVENTS", "workflow-events.v1"))
+    stamped: str = field(default_factory=lambda: _env("TOPIC_METADATA_STAMPED", "metadata-stamped.v1"))
+    dead_letter: str = field(default_factory=lambda: _env("TOPIC_DEAD_LETTER", "dead-letter.v1"))
+
+    def all(self) -> list[str]:
+        return [
+            self.introspection,
+            self.heartbeat,
+            self.registry_request,
+            self.registered,
+            self.workflow,
+            self.stamped,
+            self.dead_letter,
+        ]
+
+    def envelope_topics(self) -> list[str]:
+        """Every topic that carries envelopes (all but the dead-letter topic)."""
+        return [t for t in self.all() if t != self.dead_letter]
+
+
+def database_url_from_env() -> str:
+    """`DATABASE_URL`, else one built from the seeds' `POSTGRES_HOST/PORT/USER/PASSWORD/DB`."""
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"]
+    host = _env("POSTGRES_HOST", "127.0.0.1")
+    port = _env("POSTGRES_PORT", "5432")
+    user = _env("POSTGRES_USER", "postgres")
+    password = os.environ.get("POSTGRES_PASSWORD", "")
+    db = _env("POSTGRES_DB", "postgres")
+    auth = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
+    return f"postgresql://{auth}@{host}:{port}/{db}"
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by `***`, for logs and reports."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a node reads from its environment."""
+
+    node_kind: str
+    node_id: str
+    bootstrap_servers: str
+    database_url: str
+    http_host: str
+    http_port: int
+    namespace: str
+    heartbeat_interval_s: float
+    partitions: int
+    stamping_url: str
+    intelligence_url: str
+    intelligence_timeout_s: float
+    consul_addr: str | None
+    breaker_failure_threshold: int
+    breaker_reset_timeout_s: float
+    topics: Topics
+
+    @staticmethod
+    def from_env(node_kind: str) -> "Settings":
+        return Settings(
+            node_kind=node_kind,
+            node_id=_env("NODE_ID", f"{node_kind}-{socket.gethostname()}-{os.getpid()}"),
+            bootstrap_servers=_env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            database_url=database_url_from_env(),
+            http_host=_env("HTTP_HOST", "127.0.0.1"),
+            http_port=_env_int("HTTP_PORT", 0),
+            namespace=_env("NODE_NAMESPACE", "default"),
+            heartbeat_interval_s=_env_float("HEARTBEAT_INTERVAL_SECONDS", 10.0),
+            partitions=_env_int("TOPIC_PARTITIONS", 3),
+            stamping_url=_env("STAMPING_URL", "http://127.0.0.1:8001"),
+            intelligence_url=_env("INTELLIGENCE_URL", ""),
+            intelligence_timeout_s=_env_float("INTELLIGENCE_TIMEOUT_SECONDS", 0.5),
+            consul_addr=os.environ.get("CONSUL_HTTP_ADDR") or None,
+            breaker_failure_threshold=_env_int("BREAKER_FAILURE_THRESHOLD", 5),
+            breaker_reset_timeout_s=_env_float("BREAKER_RESET_TIMEOUT_SECONDS", 2.0),
+            topics=Topics(),
+        )
+
+
+# Consumer groups of the nodes. The outbox counts an event as confirmed once
+# every group that must consume its topic has a receipt for it.
+GROUP_REDUCER = "bridge-reducer"
+GROUP_REGISTRY = "bridge-registry"
+GROUP_DB_ADAPTER = "bridge-database-adapter"
+
+
+def required_consumers(topics: Topics, topic: str) -> list[str]:
+    """Which consumer groups must confirm an event on `topic` before the outbox forgets it."""
+    if topic == topics.workflow:
+        return [GROUP_REDUCER, GROUP_DB_ADAPTER]
+    if topic in (topics.introspection, topics.heartbeat):
+        return [GROUP_REGISTRY, GROUP_DB_ADAPTER]
+    if topic == topics.dead_letter:
+        return []
+    return [GROUP_DB_ADAPTER]

@@ -1,0 +1,108 @@
+"""The one event envelope on every topic (`OnexEnvelopeV1`) and its validation.
+
+`parse_envelope` turns raw bytes into an envelope or raises `InvalidEnvelope`
+with a reason short enough to store with the dead letter.
+"""
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class EventType(str, enum.Enum):
+    NODE_INTROSPECTION = "NODE_INTROSPECTION"
+    NODE_HEARTBEAT = "NODE_HEARTBEAT"
+    REGISTRY_REQUEST_INTROSPECTION = "REGISTRY_REQUEST_INTROSPECTION"
+    NODE_REGISTERED = "NODE_REGISTERED"
+    WORKFLOW_STARTED = "WORKFLOW_STARTED"
+    STATE_TRANSITION = "STATE_TRANSITION"
+    WORKFLOW_COMPLETED = "WORKFLOW_COMPLETED"
+    WORKFLOW_FAILED = "WORKFLOW_FAILED"
+    METADATA_STAMPED = "METADATA_STAMPED"
+
+
+ENVELOPE_VERSION = "1.0"
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class OnexEnvelopeV1(BaseModel):
+    """An event on the bus. `event_id` is the idempotency key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    envelope_version: str = ENVELOPE_VERSION
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    event_type: EventType
+    correlation_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    causation_id: uuid.UUID | None = None
+    timestamp: datetime = Field(default_factory=utc_now)
+    source_node_id: str = Field(min_length=1, max_length=200)
+    namespace: str = Field(default="default", min_length=1, max_length=200)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("timestamp")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("timestamp must carry a time zone (UTC)")
+        return value.astimezone(timezone.utc)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+    @property
+    def ts(self) -> float:
+        """The envelope time as UNIX seconds."""
+        return self.timestamp.timestamp()
+
+
+class InvalidEnvelope(ValueError):
+    """Raised for anything on the bus that is not a valid envelope; the message is the reason."""
+
+
+def parse_envelope(raw: bytes | None) -> OnexEnvelopeV1:
+    if raw is None:
+        raise InvalidEnvelope("empty message (null value)")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEnvelope(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidEnvelope(f"not a JSON object but {type(data).__name__}")
+    try:
+        return OnexEnvelopeV1.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:5]
+        )
+        raise InvalidEnvelope(f"invalid envelope: {problems}") from None
+
+
+def new_envelope(
+    event_type: EventType,
+    payload: dict[str, Any],
+    *,
+    source_node_id: str,
+    namespace: str = "default",
+    correlation_id: uuid.UUID | str | None = None,
+    causation_id: uuid.UUID | str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> OnexEnvelopeV1:
+    return OnexEnvelopeV1(
+        event_type=event_type,
+        payload=payload,
+        source_node_id=source_node_id,
+        namespace=namespace,
+        correlation_id=uuid.UUID(str(correlation_id)) if correlation_id else uuid.uuid4(),
+        causation_id=uuid.UUID(str(causation_id)) if causation_id else None,
+        metadata=metadata or {},
+    )

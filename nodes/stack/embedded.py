@@ -1,0 +1,229 @@
+"""The embedded stack: broker, PostgreSQL and the six nodes on loopback, from pip-installed parts.
+
+`up()` starts what is needed, waits until every part answers its health
+check, records everything in the state file and returns; the processes keep
+running until `down()`. With `KAFKA_BOOTSTRAP_SERVERS` or `DATABASE_URL` (or
+the `POSTGRES_*` variables) set, the user's own broker or database is used
+and only the rest is started. Every port is picked free, so two stacks on one
+machine never collide (give each its own state file).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from nodes.config import database_url_from_env, mask_url
+from nodes.kinds import NODE_KINDS
+from nodes.stack.broker import start_broker_process
+from nodes.stack.postgres import start_postgres
+from nodes.stack.processes import (
+    check_health,
+    free_port,
+    launch,
+    log_tail,
+    process_part,
+    stop_process,
+    wait_until,
+)
+from nodes.stack.state import LaunchSpec, Part, StackState, StateFile
+
+Progress = Callable[[str], None]
+
+
+class StackError(RuntimeError):
+    """The stack could not be started (the message says which part and shows its log)."""
+
+
+@dataclass
+class StackOptions:
+    state_path: str | None = None
+    broker_runtime: str = "process"  # "process" or "docker"
+    nodes: list[str] = field(default_factory=lambda: list(NODE_KINDS))
+    heartbeat_interval_s: float = 10.0
+    node_env: dict[str, str] = field(default_factory=dict)  # extra environment for every node
+    ready_timeout_s: float = 60.0
+
+
+def _external(var: str) -> str | None:
+    return os.environ.get(var) or None
+
+
+def _node_url_var(kind: str) -> str:
+    return kind.upper().replace("-", "_") + "_URL"
+
+
+def up(options: StackOptions | None = None, progress: Progress = lambda msg: None) -> StackState:
+    """Start the stack and return its state; on failure stop what was started and raise StackError."""
+    options = options or StackOptions()
+    unknown = [n for n in options.nodes if n not in NODE_KINDS]
+    if unknown:
+        raise StackError(f"unknown node kind(s) {unknown}; known: {sorted(NODE_KINDS)}")
+    state_file = StateFile(options.state_path)
+    if state_file.exists():
+        old = state_file.read()
+        alive = [p.name for p in old.parts.values() if p.kind == "process" and p.process() is not None]
+        if alive:
+            raise StackError(
+                f"a stack is already running ({', '.join(alive)}) per {state_file.path}; "
+                "stop it with `python -m nodes down` or use another --state"
+            )
+        state_file.remove()
+
+    stack_dir = Path(tempfile.mkdtemp(prefix="bridgestorm-stack-"))
+    (stack_dir / "logs").mkdir()
+    state = StackState(run_dir=str(stack_dir), broker_runtime=options.broker_runtime, started_at=time.time())
+    state_file.write(state)
+    started = time.monotonic()
+    try:
+        _start_infrastructure(state, options, stack_dir, progress)
+        state_file.write(state)
+        _start_nodes(state, options, stack_dir, progress)
+        state_file.write(state)
+    except BaseException:
+        progress("start failed; stopping what was started")
+        down(options.state_path)
+        raise
+    progress(f"stack ready in {time.monotonic() - started:.1f}s")
+    return state
+
+
+def _start_infrastructure(state: StackState, options: StackOptions, stack_dir: Path, progress: Progress) -> None:
+    bootstrap = _external("KAFKA_BOOTSTRAP_SERVERS")
+    if bootstrap:
+        progress(f"broker: external {bootstrap}")
+    elif options.broker_runtime == "docker":
+        from nodes.stack.docker_broker import BrokerContainer, ensure_broker_image
+
+        port = free_port()
+        progress(f"broker: Tansu container on 127.0.0.1:{port}")
+        ensure_broker_image()
+        container = BrokerContainer.start(port=port, name=f"bridgestorm-broker-{secrets.token_hex(3)}")
+        state.parts["broker"] = Part(
+            name="broker",
+            kind="container",
+            address=f"127.0.0.1:{port}",
+            health=f"tcp://127.0.0.1:{port}",
+            container_id=container.id,
+        )
+        bootstrap = f"127.0.0.1:{port}"
+    elif options.broker_runtime == "process":
+        port = free_port()
+        progress(f"broker: Tansu process on 127.0.0.1:{port}")
+        state.parts["broker"] = start_broker_process(stack_dir, port)
+        bootstrap = state.parts["broker"].address
+    else:
+        raise StackError(f"unknown broker runtime {options.broker_runtime!r}: use 'process' or 'docker'")
+
+    if _external("DATABASE_URL") or _external("POSTGRES_HOST"):
+        database_url = database_url_from_env()
+        progress(f"database: external {mask_url(database_url)}")
+    else:
+        port = free_port()
+        progress(f"database: PostgreSQL on 127.0.0.1:{port}")
+        part, database_url = start_postgres(stack_dir, port)
+        state.parts["postgres"] = part
+    state.env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATABASE_URL": database_url})
+
+
+def _start_nodes(state: StackState, options: StackOptions, stack_dir: Path, progress: Progress) -> None:
+    ports = {kind: free_port() for kind in options.nodes}
+    urls = {kind: f"http://127.0.0.1:{port}" for kind, port in ports.items()}
+    tag = secrets.token_hex(3)
+    common = {
+        "KAFKA_BOOTSTRAP_SERVERS": state.env["KAFKA_BOOTSTRAP_SERVERS"],
+        "DATABASE_URL": state.env["DATABASE_URL"],
+        "HEARTBEAT_INTERVAL_SECONDS": str(options.heartbeat_interval_s),
+        "STAMPING_URL": urls.get("stamping", os.environ.get("STAMPING_URL", "")),
+        "INTELLIGENCE_URL": urls.get("intelligence", os.environ.get("INTELLIGENCE_URL", "")),
+        "PYTHONUNBUFFERED": "1",
+        **options.node_env,
+    }
+    project_root = str(Path(__file__).resolve().parents[2])
+    for kind in options.nodes:
+        spec = LaunchSpec(
+            argv=[sys.executable, "-m", "nodes", "run", kind],
+            env={**common, "NODE_ID": f"{kind}-{tag}", "HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(ports[kind])},
+            cwd=project_root,
+            log=str(stack_dir / "logs" / f"{kind}.log"),
+        )
+        proc = launch(spec)
+        state.parts[kind] = process_part(kind, urls[kind], f"{urls[kind]}/ready", spec, proc, node_id=f"{kind}-{tag}")
+        state.env[_node_url_var(kind)] = urls[kind]
+    progress(f"nodes: {', '.join(options.nodes)} starting")
+    pending = set(options.nodes)
+
+    def all_ready() -> bool:
+        for kind in list(pending):
+            health = check_health(state.parts[kind])
+            if health == "up":
+                pending.discard(kind)
+            elif health == "gone":
+                part = state.parts[kind]
+                raise StackError(f"node {kind} exited during start:\n{log_tail(part.launch.log if part.launch else None)}")
+        return not pending
+
+    if not wait_until(all_ready, options.ready_timeout_s, interval_s=0.1):
+        details = "\n".join(
+            f"--- {kind} ---\n{log_tail(state.parts[kind].launch.log)}" for kind in sorted(pending)  # type: ignore[union-attr]
+        )
+        raise StackError(f"nodes not ready after {options.ready_timeout_s:.0f}s: {sorted(pending)}\n{details}")
+
+
+def down(state_path: str | None = None, progress: Progress = lambda msg: None) -> list[str]:
+    """Stop exactly what the state file says the stack started; returns the names stopped."""
+    state_file = StateFile(state_path)
+    if not state_file.exists():
+        return []
+    state = state_file.read()
+    stopped = []
+    # nodes first (they drain their outboxes), then the broker, then the database
+    order = [n for n in state.parts if n not in ("broker", "postgres", "proxy")] + ["broker", "proxy", "postgres"]
+    for name in order:
+        part = state.parts.get(name)
+        if part is None:
+            continue
+        if part.kind == "container":
+            from nodes.stack.docker_broker import BrokerContainer
+
+            BrokerContainer.remove_by_id(part.container_id)
+            stopped.append(name)
+        elif stop_process(part, signal.SIGINT if name == "postgres" else signal.SIGTERM):
+            stopped.append(name)
+        progress(f"stopped {name}")
+    state_file.remove()
+    shutil.rmtree(state.run_dir, ignore_errors=True)
+    return stopped
+
+
+def status(state_path: str | None = None) -> list[dict]:
+    """Each part's name, kind, address, pid or container, and health."""
+    state = StateFile(state_path).read()
+    rows = []
+    for part in state.parts.values():
+        rows.append(
+            {
+                "name": part.name,
+                "kind": part.kind,
+                "address": mask_url(part.address),
+                "pid": part.pid,
+                "container": part.container_id,
+                "health": _container_health(part) if part.kind == "container" else check_health(part),
+            }
+        )
+    return rows
+
+
+def _container_health(part: Part) -> str:
+    from nodes.stack.docker_broker import BrokerContainer
+
+    if not BrokerContainer.is_running(part.container_id):
+        return "gone"
+    return check_health(part)
