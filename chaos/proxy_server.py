@@ -1,0 +1,830 @@
+"""A Toxiproxy-API-compatible TCP proxy server (asyncio), for the embedded stack.
+
+Why we write our own: no `toxiproxy-server` binary or image can be installed
+here (no package registry carries it and no image registry is reachable),
+yet network faults between the nodes and the broker or database need a
+proxy that speaks Toxiproxy's HTTP API, so the same experiments, clients
+(`toxiproxy-python`, our `ToxiproxyClient`) and compose setups work against
+either server. When the real `toxiproxy-server` is on PATH,
+`server_argv()` prefers it.
+
+The contract follows Toxiproxy 2.x (api.go): the endpoints, 201 on proxy
+create and populate, 200 on toxic create, 204 on delete and reset, errors as
+`{"error": ..., "status": ...}` with 400/404/409, toxic defaults (name
+`<type>_<stream>`, stream `downstream`, toxicity 1.0 drawn once per
+connection), and disabling a proxy closes its listener and connections.
+
+Speed: with no toxic on a link, bytes are written straight from
+`data_received` to the other transport (no queue, no task), with transport
+flow control both ways; only links with toxics go through a pump task.
+
+Safety: listen and upstream addresses must be on loopback; faults never
+leave this machine.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import ipaddress
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Iterable
+
+from aiohttp import web
+
+from chaos.toxics import EOF, Chunk, ToxicError, ToxicSpec, _State, new_state
+
+VERSION = "2.0.0+bridgestorm.0.1.0"
+DEFAULT_LISTEN = "127.0.0.1:8474"
+HIGH_WATER = 1 << 20  # bytes queued in a toxic link before its source stops being read
+LOW_WATER = 1 << 18
+
+
+class ApiError(Exception):
+    """An error the HTTP API answers with `{"error": message, "status": status}`."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+# ----------------------------------------------------------------- addresses
+
+def split_address(address: str) -> tuple[str, int]:
+    """'127.0.0.1:80' / '[::1]:80' / 'localhost:80' -> (host, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ApiError(f"bad address {address!r}: expected host:port", 400)
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _require_loopback(field: str, address: str) -> tuple[str, int]:
+    host, port = split_address(address)
+    if not is_loopback(host):
+        raise ApiError(
+            f"{field} {address!r} is not on loopback: bridgestorm's proxy server only "
+            "listens on and forwards to loopback addresses", 400)
+    return host, port
+
+
+# ----------------------------------------------------------------- data path
+
+class Side(asyncio.Protocol):
+    """One socket of a proxied connection (the client's or the upstream's)."""
+
+    def __init__(self, connection: "Connection"):
+        self.connection = connection
+        self.transport: asyncio.Transport | None = None
+        self.out_link: Link | None = None  # link reading from this side
+        self.in_link: Link | None = None  # link writing to this side
+        self.lost = False
+
+    def connection_made(self, transport):  # type: ignore[override]
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.out_link.feed(data)
+
+    def eof_received(self) -> bool:
+        self.out_link.feed_eof()
+        return True  # keep the write half open until the other way ends
+
+    def connection_lost(self, exc) -> None:
+        self.lost = True
+        self.connection.side_lost(self)
+
+    def pause_writing(self) -> None:
+        if self.in_link is not None:
+            self.in_link.set_dst_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.in_link is not None:
+            self.in_link.set_dst_paused(False)
+
+
+class ClientSide(Side):
+    """The accepted client socket: holds its bytes until the upstream answers."""
+
+    def __init__(self, connection: "Connection"):
+        super().__init__(connection)
+        self.early: list[bytes] = []  # read before the upstream connected (uvloop may not pause at once)
+        self.early_eof = False
+
+    def connection_made(self, transport):  # type: ignore[override]
+        super().connection_made(transport)
+        transport.pause_reading()
+        self.connection.client = self
+        self.connection.proxy.connections.add(self.connection)
+        self.connection.task = asyncio.get_running_loop().create_task(self.connection.open())
+
+    def data_received(self, data: bytes) -> None:
+        if self.out_link is None:
+            self.early.append(data)
+        else:
+            self.out_link.feed(data)
+
+    def eof_received(self) -> bool:
+        if self.out_link is None:
+            self.early_eof = True
+            return True
+        return super().eof_received()
+
+    def linked(self) -> None:
+        """The links exist: hand on what arrived early, then read on."""
+        for data in self.early:
+            self.out_link.feed(data)
+        self.early.clear()
+        if self.early_eof:
+            self.out_link.feed_eof()
+        elif not self.lost:
+            self.transport.resume_reading()
+
+
+class Link:
+    """One direction of one connection: src -> toxic chain -> dst."""
+
+    def __init__(self, connection: "Connection", stream: str, src: Side, dst: Side):
+        self.connection = connection
+        self.loop = asyncio.get_running_loop()
+        self.stream = stream
+        self.src, self.dst = src, dst
+        src.out_link, dst.in_link = self, self
+        self.states: dict[str, _State | None] = {}  # toxic name -> state (None: not drawn)
+        self.chain: list[_State] = []
+        self.queue: collections.deque[Chunk | None] = collections.deque()
+        self.queued = 0
+        self.pumping = False
+        self.dst_paused = False
+        self.src_paused = False
+        self.done = False  # EOF delivered (or the link was cut)
+        self._waiters: set[asyncio.Future] = set()
+        self._writable: asyncio.Future | None = None
+
+    # -- toxics
+    def add_toxic(self, spec: ToxicSpec, drawn: bool | None = None) -> None:
+        """Start a toxic on this link if its toxicity draw says so (once per connection)."""
+        if drawn is None:
+            drawn = random.random() < spec.toxicity
+        if not drawn:
+            self.states[spec.name] = None
+            return
+        state = new_state(spec, self)
+        self.states[spec.name] = state
+        self.chain.append(state)
+        state.start()
+
+    def remove_toxic(self, name: str) -> None:
+        state = self.states.pop(name, None)
+        if state is not None:
+            self.chain.remove(state)
+            state.stop()
+            self.wake()
+
+    def update_toxic(self, spec: ToxicSpec) -> None:
+        """Toxiproxy restarts a toxic on update, so its toxicity is drawn again."""
+        state = self.states.get(spec.name)
+        drawn = random.random() < spec.toxicity
+        if state is not None and drawn:
+            state.restart()
+            self.wake()
+        elif state is not None:
+            self.remove_toxic(spec.name)
+            self.states[spec.name] = None
+        elif drawn:
+            self.add_toxic(spec, drawn=True)
+
+    # -- time
+    def now(self) -> float:
+        return self.loop.time()
+
+    def wake(self) -> None:
+        for waiter in list(self._waiters):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def sleep_until(self, deadline: float, state: _State) -> None:
+        """Sleep until `deadline` (loop time); wakes early if the toxic or connection goes."""
+        while not state.removed and not self.connection.closed:
+            delay = deadline - self.loop.time()
+            if delay <= 0:
+                return
+            waiter = self.loop.create_future()
+            self._waiters.add(waiter)
+            timer = self.loop.call_later(delay, _resolve, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiters.discard(waiter)
+
+    # -- flow
+    def feed(self, data: bytes) -> None:
+        if not self.chain and not self.pumping:
+            if not self.done:
+                self.dst.transport.write(data)  # the fast path
+            return
+        self.queue.append(Chunk(data, self.loop.time()))
+        self.queued += len(data)
+        self._update_src()
+        self._ensure_pump()
+
+    def feed_eof(self) -> None:
+        if not self.chain and not self.pumping:
+            self._deliver_eof()
+            return
+        self.queue.append(EOF)
+        self._ensure_pump()
+
+    def set_dst_paused(self, paused: bool) -> None:
+        self.dst_paused = paused
+        if not paused and self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._update_src()
+
+    def _update_src(self) -> None:
+        want = self.dst_paused or self.queued > HIGH_WATER or (self.src_paused and self.queued > LOW_WATER)
+        if want == self.src_paused or self.src.lost or self.src.transport is None:
+            return
+        self.src_paused = want
+        if want:
+            self.src.transport.pause_reading()
+        else:
+            self.src.transport.resume_reading()
+
+    def _ensure_pump(self) -> None:
+        if not self.pumping and not self.connection.closed:
+            self.pumping = True
+            self.loop.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            while self.queue and not self.connection.closed:
+                item = self.queue.popleft()
+                if item is not None:
+                    self.queued -= len(item.data)
+                    self._update_src()
+                await self._through(list(self.chain), 0, item)
+        finally:
+            self.pumping = False
+
+    async def _through(self, chain: list[_State], index: int, item: Chunk | None) -> None:
+        if self.connection.closed:
+            return
+        if index == len(chain):
+            await self._emit(item)
+            return
+        async for out in chain[index].handle(item):
+            await self._through(chain, index + 1, out)
+
+    async def _emit(self, item: Chunk | None) -> None:
+        if item is None:
+            self._deliver_eof()
+            return
+        while self.dst_paused and not self.connection.closed:
+            self._writable = self.loop.create_future()
+            await self._writable
+        if not self.done and not self.connection.closed:
+            self.dst.transport.write(item.data)
+
+    def _deliver_eof(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.connection.link_done(self)
+
+    async def flush_and_close(self) -> None:
+        """Close the connection after what was written so far is sent (limit_data)."""
+        self.connection.close()
+
+
+def _resolve(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Connection:
+    """A client connection and its upstream, joined by two links."""
+
+    def __init__(self, proxy: "Proxy"):
+        self.proxy = proxy
+        self.client: ClientSide | None = None
+        self.upstream: Side | None = None
+        self.links: dict[str, Link] = {}
+        self.closed = False
+        self.task: asyncio.Task | None = None
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        host, port = split_address(self.proxy.upstream)
+        try:
+            _, upstream = await loop.create_connection(lambda: Side(self), host, port)
+        except OSError:
+            self.close()
+            return
+        if self.closed:
+            upstream.transport.close()
+            return
+        self.upstream = upstream
+        self.links = {
+            "upstream": Link(self, "upstream", self.client, upstream),
+            "downstream": Link(self, "downstream", upstream, self.client),
+        }
+        for spec in self.proxy.toxics.values():
+            self.links[spec.stream].add_toxic(spec)
+        self.client.linked()
+
+    def link_done(self, link: Link) -> None:
+        """A link delivered its EOF: half-close its destination, or close all when both are done."""
+        if all(l.done for l in self.links.values()) or link.src.lost:
+            self.close()
+            return
+        self._half_close(link.dst.transport)
+
+    def _half_close(self, transport: asyncio.Transport | None) -> None:
+        """write_eof once the transport's buffer is empty (uvloop may drop bytes otherwise)."""
+        if transport is None or transport.is_closing() or not transport.can_write_eof():
+            return
+        if transport.get_write_buffer_size() > 0:
+            asyncio.get_running_loop().call_later(0.001, self._half_close, transport)
+            return
+        transport.write_eof()
+
+    def side_lost(self, side: Side) -> None:
+        if self.closed:
+            return
+        link = side.out_link
+        if link is not None and not link.done:
+            link.feed_eof()  # hand on what the toxics still hold, then close
+        elif link is None:
+            self.close()
+        if side.in_link is not None:
+            side.in_link.done = True
+            if all(l.done for l in self.links.values()):
+                self.close()
+
+    def _sides(self) -> Iterable[Side]:
+        return [s for s in (self.client, self.upstream) if s is not None and s.transport is not None]
+
+    def _finish(self) -> None:
+        self.closed = True
+        self.proxy.connections.discard(self)
+        for link in self.links.values():
+            link.wake()
+            if link._writable is not None and not link._writable.done():
+                link._writable.set_result(None)
+            for state in link.chain:
+                state.removed = True
+
+    def close(self) -> None:
+        """Close both sockets after their buffered bytes are sent."""
+        if self.closed:
+            return
+        self._finish()
+        for side in self._sides():
+            side.transport.close()
+
+    def abort(self) -> None:
+        """Close both sockets at once, dropping buffered bytes."""
+        if self.closed:
+            return
+        self._finish()
+        for side in self._sides():
+            side.transport.abort()
+
+    def reset(self) -> None:
+        """Close both sockets with TCP RST (SO_LINGER 0), as reset_peer does."""
+        if self.closed:
+            return
+        for side in self._sides():
+            sock = side.transport.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                except OSError:
+                    pass
+        self.abort()
+
+
+# ----------------------------------------------------------------- proxies
+
+class Proxy:
+    """A named listener that forwards to an upstream through toxics."""
+
+    def __init__(self, name: str, listen: str, upstream: str):
+        self.name, self.listen, self.upstream = name, listen, upstream
+        self.enabled = False
+        self.toxics: dict[str, ToxicSpec] = {}
+        self.connections: set[Connection] = set()
+        self._server: asyncio.Server | None = None
+
+    def to_json(self, with_toxics: bool = True) -> dict:
+        data = {"name": self.name, "listen": self.listen, "upstream": self.upstream, "enabled": self.enabled}
+        if with_toxics:
+            data["toxics"] = [t.to_json() for t in self.ordered_toxics()]
+        return data
+
+    def ordered_toxics(self) -> list[ToxicSpec]:
+        """Upstream toxics first, then downstream, as Toxiproxy lists them."""
+        return sorted(self.toxics.values(), key=lambda t: t.stream != "upstream")
+
+    async def start(self) -> None:
+        if self.enabled:
+            return
+        host, port = _require_loopback("listen", self.listen)
+        _require_loopback("upstream", self.upstream)
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(
+                lambda: ClientSide(Connection(self)), host, port, reuse_address=True, backlog=1024)
+        except OSError as exc:
+            raise ApiError(f"listen tcp {self.listen}: {exc.strerror or exc}", 500) from exc
+        sockname = self._server.sockets[0].getsockname()
+        shown = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
+        self.listen = f"{shown}:{sockname[1]}"
+        self.enabled = True
+
+    def stop(self) -> None:
+        """Close the listener and every connection (the `down` fault)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for conn in list(self.connections):
+            conn.abort()
+        self.enabled = False
+
+    def add_toxic(self, spec: ToxicSpec) -> None:
+        if spec.name in self.toxics:
+            raise ApiError("toxic already exists", 409)
+        self.toxics[spec.name] = spec
+        for conn in list(self.connections):
+            if conn.links:
+                conn.links[spec.stream].add_toxic(spec)
+
+    def update_toxic(self, name: str, body: object) -> ToxicSpec:
+        spec = self.toxic(name)
+        spec.update(body)
+        for conn in list(self.connections):
+            if conn.links:
+                conn.links[spec.stream].update_toxic(spec)
+        return spec
+
+    def remove_toxic(self, name: str) -> None:
+        spec = self.toxic(name)
+        del self.toxics[name]
+        for conn in list(self.connections):
+            if conn.links:
+                conn.links[spec.stream].remove_toxic(name)
+
+    def toxic(self, name: str) -> ToxicSpec:
+        try:
+            return self.toxics[name]
+        except KeyError:
+            raise ApiError("toxic not found", 404) from None
+
+    def remove_all_toxics(self) -> None:
+        for name in list(self.toxics):
+            self.remove_toxic(name)
+
+
+# ----------------------------------------------------------------- HTTP API
+
+class ProxyServer:
+    """The HTTP API and all proxies, on one asyncio loop."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8474):
+        self.host, self.port = host, port
+        self.proxies: dict[str, Proxy] = {}
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._errors])
+        r = app.router
+        r.add_post("/reset", self.reset)
+        r.add_get("/proxies", self.proxy_index)
+        r.add_post("/proxies", self.proxy_create)
+        r.add_post("/populate", self.populate)
+        r.add_get("/proxies/{proxy}", self.proxy_show)
+        r.add_post("/proxies/{proxy}", self.proxy_update)
+        r.add_patch("/proxies/{proxy}", self.proxy_update)
+        r.add_delete("/proxies/{proxy}", self.proxy_delete)
+        r.add_get("/proxies/{proxy}/toxics", self.toxic_index)
+        r.add_post("/proxies/{proxy}/toxics", self.toxic_create)
+        r.add_get("/proxies/{proxy}/toxics/{toxic}", self.toxic_show)
+        r.add_post("/proxies/{proxy}/toxics/{toxic}", self.toxic_update)
+        r.add_patch("/proxies/{proxy}/toxics/{toxic}", self.toxic_update)
+        r.add_delete("/proxies/{proxy}/toxics/{toxic}", self.toxic_delete)
+        r.add_get("/version", self.version)
+        return app
+
+    async def start(self) -> None:
+        _require_loopback("API listen", f"{self.host}:{self.port}")
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        if self.port == 0:
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- helpers
+    @web.middleware
+    async def _errors(self, request: web.Request, handler):
+        if request.headers.get("User-Agent", "").startswith("Mozilla/"):
+            return web.Response(status=403, text="User agent not allowed\n")
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return _error(exc.message, exc.status)
+        except ToxicError as exc:
+            return _error(str(exc), exc.status)
+
+    def _proxy(self, request: web.Request) -> Proxy:
+        try:
+            return self.proxies[request.match_info["proxy"]]
+        except KeyError:
+            raise ApiError("proxy not found", 404) from None
+
+    @staticmethod
+    async def _body(request: web.Request) -> object:
+        try:
+            return json.loads(await request.read() or b"null")
+        except ValueError as exc:
+            raise ApiError(f"bad request body: {exc}", 400) from None
+
+    # -- proxies
+    async def proxy_index(self, request):
+        return _json({name: p.to_json() for name, p in self.proxies.items()})
+
+    async def proxy_create(self, request):
+        body = await self._body(request)
+        if not isinstance(body, dict):
+            raise ApiError("bad request body: expected a JSON object", 400)
+        proxy = await self._add(body, replace=False)
+        return _json(proxy.to_json(), status=201)
+
+    async def _add(self, body: dict, replace: bool, label: str = "") -> Proxy:
+        name, upstream = body.get("name") or "", body.get("upstream") or ""
+        if not name:
+            raise ApiError(f"missing required field: name{label}", 400)
+        if not upstream:
+            raise ApiError(f"missing required field: upstream{label}", 400)
+        listen = body.get("listen") or "127.0.0.1:0"
+        enabled = body.get("enabled", True)
+        existing = self.proxies.get(name)
+        if existing is not None:
+            if not replace:
+                raise ApiError("proxy already exists", 409)
+            if existing.upstream == upstream and existing.listen == listen:
+                await self._set_enabled(existing, bool(enabled))
+                return existing
+            existing.stop()
+            del self.proxies[name]
+        proxy = Proxy(name, listen, upstream)
+        _require_loopback("listen", listen)
+        _require_loopback("upstream", upstream)
+        if enabled:
+            await proxy.start()
+        self.proxies[name] = proxy
+        return proxy
+
+    async def populate(self, request):
+        body = await self._body(request)
+        if isinstance(body, dict) and "proxies" in body:
+            body = body["proxies"]
+        if not isinstance(body, list):
+            raise ApiError("bad request body: expected a list of proxies", 400)
+        names = set()
+        for i, item in enumerate(body, 1):  # validate everything before changing anything
+            if not isinstance(item, dict):
+                raise ApiError(f"bad request body: proxy {i} is not an object", 400)
+            if not item.get("name"):
+                raise ApiError(f"missing required field: name at proxy {i}", 400)
+            if not item.get("upstream"):
+                raise ApiError(f"missing required field: upstream at proxy {i}", 400)
+            if item["name"] in names:
+                raise ApiError(f"duplicate proxy name {item['name']!r}", 400)
+            names.add(item["name"])
+            _require_loopback("upstream", item["upstream"])
+            _require_loopback("listen", item.get("listen") or "127.0.0.1:0")
+        proxies = []
+        for item in body:
+            try:
+                proxies.append(await self._add(item, replace=True))
+            except ApiError as exc:
+                return _json({"error": exc.message, "status": exc.status,
+                              "proxies": [p.to_json() for p in proxies]}, status=exc.status)
+        return _json({"proxies": [p.to_json() for p in proxies]}, status=201)
+
+    async def proxy_show(self, request):
+        return _json(self._proxy(request).to_json())
+
+    async def proxy_update(self, request):
+        proxy = self._proxy(request)
+        body = await self._body(request)
+        if not isinstance(body, dict):
+            raise ApiError("bad request body: expected a JSON object", 400)
+        listen = body.get("listen") or proxy.listen
+        upstream = body.get("upstream") or proxy.upstream
+        enabled = bool(body.get("enabled", proxy.enabled))
+        if listen != proxy.listen or upstream != proxy.upstream:
+            _require_loopback("listen", listen)
+            _require_loopback("upstream", upstream)
+            proxy.stop()
+            proxy.listen, proxy.upstream = listen, upstream
+        await self._set_enabled(proxy, enabled)
+        return _json(proxy.to_json())
+
+    @staticmethod
+    async def _set_enabled(proxy: Proxy, enabled: bool) -> None:
+        if enabled and not proxy.enabled:
+            await proxy.start()
+        elif not enabled and proxy.enabled:
+            proxy.stop()
+
+    async def proxy_delete(self, request):
+        proxy = self._proxy(request)
+        proxy.stop()
+        del self.proxies[proxy.name]
+        return web.Response(status=204)
+
+    async def reset(self, request):
+        for proxy in self.proxies.values():
+            await self._set_enabled(proxy, True)
+            proxy.remove_all_toxics()
+        return web.Response(status=204)
+
+    # -- toxics
+    async def toxic_index(self, request):
+        return _json([t.to_json() for t in self._proxy(request).ordered_toxics()])
+
+    async def toxic_create(self, request):
+        proxy = self._proxy(request)
+        spec = ToxicSpec.from_json(await self._body(request))
+        proxy.add_toxic(spec)
+        return _json(spec.to_json())
+
+    async def toxic_show(self, request):
+        return _json(self._proxy(request).toxic(request.match_info["toxic"]).to_json())
+
+    async def toxic_update(self, request):
+        proxy = self._proxy(request)
+        name = request.match_info["toxic"]
+        proxy.toxic(name)
+        spec = proxy.update_toxic(name, await self._body(request))
+        return _json(spec.to_json())
+
+    async def toxic_delete(self, request):
+        self._proxy(request).remove_toxic(request.match_info["toxic"])
+        return web.Response(status=204)
+
+    async def version(self, request):
+        return web.Response(text=json.dumps({"version": VERSION}) + "\n",
+                            content_type="application/json", charset="utf-8")
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(data), status=status, content_type="application/json")
+
+
+def _error(message: str, status: int) -> web.Response:
+    return _json({"error": message, "status": status}, status=status)
+
+
+# ----------------------------------------------------------------- running it
+
+async def serve(listen: str = DEFAULT_LISTEN, ready_file: str | None = None) -> None:
+    """Run the server until SIGINT/SIGTERM."""
+    host, port = split_address(listen)
+    server = ProxyServer(host, port)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"bridgestorm proxy server (Toxiproxy API) on {server.url}", flush=True)
+    if ready_file:
+        with open(ready_file, "w") as fh:
+            fh.write(server.url)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def run(listen: str = DEFAULT_LISTEN, ready_file: str | None = None) -> None:
+    try:
+        import uvloop  # optional: faster event loop when installed
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(serve(listen, ready_file))
+
+
+def server_argv(listen: str = DEFAULT_LISTEN) -> list[str]:
+    """How to start a Toxiproxy server: the real one when on PATH, else ours."""
+    host, port = split_address(listen)
+    real = shutil.which("toxiproxy-server")
+    if real:
+        return [real, "-host", host, "-port", str(port)]
+    return [sys.executable, "-m", "chaos", "proxy-server", "--listen", listen]
+
+
+def wait_until_answering(url: str, timeout: float = 10.0) -> None:
+    """Block until GET {url}/version answers, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/version", timeout=1.0) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no Toxiproxy API answered at {url} within {timeout:.0f} s")
+        time.sleep(0.02)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ProxyServerProcess:
+    """Runs a Toxiproxy server as a child process: `with ProxyServerProcess() as url: ...`.
+
+    A separate process keeps the proxy's data path off the caller's GIL,
+    which matters for measurements. `listen` defaults to a free loopback port.
+    """
+
+    def __init__(self, listen: str | None = None, log: str | None = None):
+        self.listen = listen or f"127.0.0.1:{free_port()}"
+        self.url = "http://" + self.listen
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> str:
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
+        self.proc = subprocess.Popen(server_argv(self.listen), stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_until_answering(self.url)
+        except TimeoutError:
+            self.stop()
+            raise
+        return self.url
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chaos proxy-server")
+    parser.add_argument("--listen", default=DEFAULT_LISTEN, help="API address (loopback), default %(default)s")
+    parser.add_argument("--ready-file", help="write the API URL here once it answers")
+    args = parser.parse_args(argv)
+    run(args.listen, args.ready_file)
+    return 0
