@@ -125,8 +125,8 @@ class Node:
         self.active_operations += 1
         try:
             return await handler(request)
-        except web.HTTPRequestEntityTooLarge as exc:
-            return json_error(413, f"body larger than the limit of {self.max_body_bytes} bytes", limit=exc.max_size)
+        except web.HTTPRequestEntityTooLarge:
+            return json_error(413, f"body larger than the limit of {self.max_body_bytes} bytes")
         except web.HTTPException:
             raise
         except asyncpg.PostgresError as exc:
