@@ -362,7 +362,8 @@ def read_folder(
         if required:
             raise RunDirError(f"{d}: no .parquet files in it")
         return None
-    target = pa.schema([schema.field(c) for c in columns])
+    # cast to nullable types first, so a null where the contract forbids one gets its own clear error
+    target = pa.schema([schema.field(c).with_nullable(True) for c in columns])
     tables = []
     for path in files:
         try:

@@ -1,0 +1,177 @@
+"""One run directory -> one Analysis: every number the report, the JSON and the thresholds use.
+
+Where a number comes from: ``metrics.py`` (latency, throughput, lag),
+``loss.py`` (ok/lost/recovered/duplicated/unexpected/leaked),
+``recovery.py`` (faults, bursts, degradation, memory), ``thresholds.py``
+(verdicts). This module only wires them together and serialises the result.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis import loss as loss_mod
+from analysis import metrics as metrics_mod
+from analysis import recovery
+from analysis.rundir import Run, RunDirError, iter_rows, load_run, mask_secrets
+from analysis.thresholds import Result, Threshold, format_value, load_thresholds, resolve
+
+JSON_VERSION = 1
+
+
+@dataclass
+class Analysis:
+    """A loaded, analysed run. Frames are small (one row per name, fault, kind...) except ``run.samples``."""
+
+    run: Run
+    metrics: metrics_mod.Metrics
+    loss: loss_mod.Loss
+    faults: pd.DataFrame
+    bursts: pd.DataFrame
+    degradation: dict[str, float]
+    memory: pd.DataFrame
+    thresholds_file: str | None = None
+    results: list[Result] = field(default_factory=list)
+    _degradation_cache: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+
+    def degradation_of(self, selector: str | None) -> dict[str, float]:
+        """Sustained-run degradation of a selection (see recovery.degradation)."""
+        if not selector:
+            return self.degradation
+        if selector not in self._degradation_cache:
+            subset = self.metrics.selection(selector)
+            self._degradation_cache[selector] = {} if subset is None else recovery.degradation(subset)
+        return self._degradation_cache[selector]
+
+    @property
+    def verdict(self) -> str:
+        """``pass`` when every threshold passes, ``fail`` when one does not, ``no thresholds`` when none."""
+        if not self.results:
+            return "no thresholds"
+        return "pass" if all(r.passed for r in self.results) else "fail"
+
+    def evaluate(self, thresholds: list[Threshold], source: str | None) -> None:
+        from analysis.thresholds import evaluate
+
+        self.thresholds_file = source
+        self.results = evaluate(thresholds, self)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-able content of analysis.json (compare.py reads it back)."""
+        m = self.metrics
+        overall = m.select(None) or {}
+        return json_safe({
+            "version": JSON_VERSION,
+            "run_dir": str(self.run.path),
+            "run": mask_secrets(self.run.info),
+            "counts": self.run.files,
+            "t0": m.t0,
+            "verdict": self.verdict,
+            "thresholds_file": self.thresholds_file,
+            "thresholds": [result_dict(r) for r in self.results],
+            "overall": {k: _clean(v) for k, v in overall.items()},
+            "names": list(iter_rows(m.names)),
+            "loss": {
+                "available": self.loss.available,
+                "reason": self.loss.reason,
+                "totals": self.loss.totals,
+                "by_kind": list(iter_rows(self.loss.by_kind)),
+                "by_namespace": list(iter_rows(self.loss.by_namespace)),
+                "leaks": list(iter_rows(self.loss.leaks)),
+            },
+            "faults": list(iter_rows(self.faults)),
+            "bursts": list(iter_rows(self.bursts)),
+            "degradation": {k: _clean(v) for k, v in self.degradation.items()},
+            "memory": list(iter_rows(self.memory)),
+            "lag": list(iter_rows(m.lag)),
+            "series": {c: [_clean(v) for v in m.overall[c].tolist()] for c in ("sec", "count", "ok", "failures")},
+        })
+
+
+def json_safe(v: Any) -> Any:
+    """Recursively: numpy scalars to Python, NaN/inf to None (JSON has neither)."""
+    if isinstance(v, dict):
+        return {str(k): json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    return _clean(v)
+
+
+def _clean(v: Any) -> Any:
+    v = v.item() if hasattr(v, "item") else v
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def result_dict(r: Result) -> dict[str, Any]:
+    t = r.threshold
+    return {
+        "text": t.text,
+        "metric": t.metric,
+        "argument": t.argument,
+        "op": t.op,
+        "limit": t.limit,
+        "unit": t.unit,
+        "measured": None if r.measured is None or math.isinf(r.measured) else r.measured,
+        "measured_display": format_value(r.measured, t),
+        "limit_display": format_value(t.limit, t),
+        "status": r.status,
+        "detail": r.detail,
+        "file": t.file,
+        "line": t.line,
+    }
+
+
+def threshold_source(run: Run, thresholds: str | os.PathLike[str] | None) -> Path | None:
+    """Which threshold file applies: the one given, else run.json's, else the shipped set named after the scenario."""
+    if thresholds is not None:
+        return resolve(thresholds, run.path)
+    ref = run.info.get("thresholds")
+    if isinstance(ref, str) and ref:
+        return resolve(ref, run.path)
+    scenario = run.info.get("scenario")
+    if isinstance(scenario, str) and scenario:
+        shipped = resolve(f"{scenario}.yaml")
+        if shipped.is_file():
+            return shipped
+    return None
+
+
+def analyse(
+    run_dir: str | os.PathLike[str],
+    thresholds: str | os.PathLike[str] | list[Threshold] | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> Analysis:
+    """Load and analyse a run directory, and evaluate its thresholds (see threshold_source)."""
+
+    def step(label: str) -> None:
+        if on_step is not None:
+            on_step(label)
+
+    run = load_run(run_dir, on_step=lambda part: step(f"loading {part}"))
+    if run.samples.empty:
+        raise RunDirError(f"{Path(run_dir) / 'samples'}: no sample rows (the run measured nothing)")
+    step("percentiles per name and second")
+    m = metrics_mod.compute_metrics(run.samples, run.info, run.lag, run.resources)
+    step("loss accounting")
+    loss = loss_mod.account(run.ledger, run.truth)
+    step("faults and recovery")
+    faults = recovery.analyse_faults(run.samples, run.journal, m.t0)
+    bursts = recovery.analyse_bursts(run.samples, run.journal, m.overall, m.t0)
+    degradation = recovery.degradation(run.samples)
+    memory = recovery.memory_growth(run.resources)
+    a = Analysis(run=run, metrics=m, loss=loss, faults=faults, bursts=bursts, degradation=degradation, memory=memory)
+    step("thresholds")
+    if isinstance(thresholds, list):
+        a.evaluate(thresholds, "(given)")
+    else:
+        source = threshold_source(run, thresholds)
+        if source is not None:
+            a.evaluate(load_thresholds(source), str(source))
+    return a

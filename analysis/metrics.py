@@ -1,0 +1,219 @@
+"""Latency and throughput, exact from the raw samples.
+
+Percentiles are exact: pandas/numpy's linear interpolation between the two
+closest ranks over every raw sample (not Locust's rounded buckets).
+
+Two latencies per sample:
+- ``latency_ms``: service time, measured from the moment the request went out;
+- ``lat``: from the intended start where the load recorded one (fixed-rate mode,
+  coordinated omission: ``(ts_start - ts_intended) * 1000 + latency_ms``), else
+  the service time. This is the one thresholds and charts use, because it is
+  what a user waiting at the fixed rate experienced.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+PERCENTILES: dict[str, float] = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99, "p99.9": 0.999}
+SERIES_PERCENTILES: dict[str, float] = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
+MIN_WINDOW_S = 1.0  # throughput never divides by less than one second
+
+
+def prepare_samples(samples: pd.DataFrame, t0: float) -> pd.DataFrame:
+    """Add the derived columns every later step uses: ``lat``, ``end`` and ``sec`` (whole seconds since t0)."""
+    intended = samples["ts_intended"].to_numpy(dtype="float64", na_value=np.nan)
+    start = samples["ts_start"].to_numpy(dtype="float64")
+    service = samples["latency_ms"].to_numpy(dtype="float64")
+    has_intended = ~np.isnan(intended)
+    samples["lat"] = np.where(has_intended, (start - intended) * 1000.0 + service, service)
+    samples["end"] = start + service / 1000.0
+    samples["sec"] = np.floor(start - t0).astype("int64")
+    samples["co"] = has_intended
+    return samples
+
+
+def time_origin(samples: pd.DataFrame, info: dict[str, Any]) -> float:
+    """Whole second at which the run's clock starts: run.json's start, or the first sample's."""
+    first = float(samples["ts_start"].min()) if len(samples) else math.nan
+    started = info.get("started_at")
+    candidates = [x for x in (first, started) if isinstance(x, (int, float)) and math.isfinite(x)]
+    return float(math.floor(min(candidates))) if candidates else 0.0
+
+
+def _quantiles(grouped: Any, column: str, qs: dict[str, float]) -> pd.DataFrame:
+    q = grouped[column].quantile(list(qs.values())).unstack()
+    q.columns = [f"{prefix}" for prefix in qs]
+    return q
+
+
+def name_table(samples: pd.DataFrame) -> pd.DataFrame:
+    """One row per (type, name): counts, throughput, exact percentiles of both latencies.
+
+    Throughput is successes per second over the name's own window, from its
+    first start to its last completion (at least one second).
+    """
+    g = samples.groupby(["type", "name"], observed=True, sort=True)
+    out = pd.DataFrame(
+        {
+            "count": g.size(),
+            "ok": g["ok"].sum(),
+            "first": g["ts_start"].min(),
+            "last_end": g["end"].max(),
+            "co_count": g["co"].sum(),
+            "bytes": g["bytes"].sum(),
+            "mean": g["lat"].mean(),
+            "min": g["lat"].min(),
+            "max": g["lat"].max(),
+            "service_mean": g["latency_ms"].mean(),
+            "service_max": g["latency_ms"].max(),
+        }
+    )
+    out = out.join(_quantiles(g, "lat", PERCENTILES))
+    svc = _quantiles(g, "latency_ms", {"p50": 0.5, "p95": 0.95, "p99": 0.99})
+    svc.columns = [f"service_{c}" for c in svc.columns]
+    out = out.join(svc)
+    out["failures"] = out["count"] - out["ok"]
+    out["error_rate"] = out["failures"] / out["count"] * 100.0
+    out["window_s"] = np.maximum(out["last_end"] - out["first"], MIN_WINDOW_S)
+    out["throughput"] = out["ok"] / out["window_s"]
+    return out.drop(columns=["last_end"]).reset_index()
+
+
+def summarize(subset: pd.DataFrame) -> dict[str, float]:
+    """The name_table numbers for any selection of samples (one type, several names, everything)."""
+    n = len(subset)
+    if n == 0:
+        return {"count": 0}
+    lat = subset["lat"].to_numpy()
+    svc = subset["latency_ms"].to_numpy()
+    ok = int(subset["ok"].sum())
+    window = max(float(subset["end"].max()) - float(subset["ts_start"].min()), MIN_WINDOW_S)
+    out: dict[str, float] = {
+        "count": n,
+        "ok": ok,
+        "failures": n - ok,
+        "error_rate": (n - ok) / n * 100.0,
+        "window_s": window,
+        "throughput": ok / window,
+        "mean": float(lat.mean()),
+        "min": float(lat.min()),
+        "max": float(lat.max()),
+        "service_mean": float(svc.mean()),
+        "service_max": float(svc.max()),
+    }
+    for key, value in zip(PERCENTILES, np.quantile(lat, list(PERCENTILES.values()))):
+        out[key] = float(value)
+    for key, value in zip(("p50", "p95", "p99"), np.quantile(svc, [0.5, 0.95, 0.99])):
+        out[f"service_{key}"] = float(value)
+    return out
+
+
+def name_series(samples: pd.DataFrame) -> pd.DataFrame:
+    """Per (type, name, second): count, failures and exact p50/p95/p99 of ``lat``."""
+    g = samples.groupby(["type", "name", "sec"], observed=True, sort=True)
+    out = pd.DataFrame({"count": g.size(), "ok": g["ok"].sum()})
+    out = out.join(_quantiles(g, "lat", SERIES_PERCENTILES))
+    out["failures"] = out["count"] - out["ok"]
+    return out.reset_index()
+
+
+def overall_series(samples: pd.DataFrame) -> pd.DataFrame:
+    """Per second, every sample: requests, successes, failures, bytes; missing seconds filled with 0."""
+    g = samples.groupby("sec", sort=True)
+    out = pd.DataFrame({"count": g.size(), "ok": g["ok"].sum(), "bytes": g["bytes"].sum()})
+    if len(out):
+        out = out.reindex(range(int(out.index.min()), int(out.index.max()) + 1), fill_value=0)
+    out.index.name = "sec"
+    out["failures"] = out["count"] - out["ok"]
+    return out.reset_index()
+
+
+def lag_table(lag: pd.DataFrame | None) -> pd.DataFrame:
+    """Consumer lag per consumer: exact p50/p95/p99 and max, in ms."""
+    if lag is None or lag.empty:
+        return pd.DataFrame(columns=["consumer", "count", "p50", "p95", "p99", "max"])
+    g = lag.groupby("consumer", observed=True)
+    out = pd.DataFrame({"count": g.size(), "max": g["lag_ms"].max()})
+    out = out.join(_quantiles(g, "lag_ms", {"p50": 0.5, "p95": 0.95, "p99": 0.99}))
+    return out.reset_index()
+
+
+def lag_series(lag: pd.DataFrame | None, t0: float) -> pd.DataFrame:
+    """Per consumer and second: the largest lag seen in that second."""
+    if lag is None or lag.empty:
+        return pd.DataFrame(columns=["consumer", "sec", "lag_ms"])
+    sec = np.floor(lag["ts"].to_numpy() - t0).astype("int64")
+    return lag.assign(sec=sec).groupby(["consumer", "sec"], observed=True)["lag_ms"].max().reset_index()
+
+
+def resource_series(resources: pd.DataFrame | None, t0: float) -> pd.DataFrame:
+    """Per part and second: mean RSS (bytes) and CPU (%)."""
+    if resources is None or resources.empty:
+        return pd.DataFrame(columns=["part", "sec", "rss_bytes", "cpu_percent"])
+    sec = np.floor(resources["ts"].to_numpy() - t0).astype("int64")
+    g = resources.assign(sec=sec).groupby(["part", "sec"], observed=True)
+    return pd.DataFrame({"rss_bytes": g["rss_bytes"].mean(), "cpu_percent": g["cpu_percent"].mean()}).reset_index()
+
+
+@dataclass
+class Metrics:
+    """Everything latency/throughput; ``select`` answers a threshold's selector from the raw samples."""
+
+    samples: pd.DataFrame
+    t0: float
+    names: pd.DataFrame
+    series: pd.DataFrame
+    overall: pd.DataFrame
+    lag: pd.DataFrame
+    lag_series: pd.DataFrame
+    resources: pd.DataFrame
+    _cache: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+
+    def selection(self, selector: str | None) -> pd.DataFrame | None:
+        """Samples a selector means: a sample name, else a request type, else ``*``/None for all; None if unknown."""
+        s = self.samples
+        if selector in (None, "", "*", "all"):
+            return s
+        if selector in set(self.names["name"].astype(str)):
+            return s[s["name"] == selector]
+        if selector in set(self.names["type"].astype(str)):
+            return s[s["type"] == selector]
+        if ":" in selector:  # "type:name" when a name exists under several types
+            typ, _, name = selector.partition(":")
+            m = (self.names["type"].astype(str) == typ) & (self.names["name"].astype(str) == name)
+            if m.any():
+                return s[(s["type"] == typ) & (s["name"] == name)]
+        return None
+
+    def select(self, selector: str | None) -> dict[str, float] | None:
+        """Summary of a selection (cached); None when no sample matches the selector."""
+        key = selector or "*"
+        if key not in self._cache:
+            subset = self.selection(selector)
+            if subset is None or subset.empty:
+                return None
+            self._cache[key] = summarize(subset)
+        return self._cache[key]
+
+
+def compute_metrics(samples: pd.DataFrame, info: dict[str, Any], lag: pd.DataFrame | None = None,
+                    resources: pd.DataFrame | None = None) -> Metrics:
+    """All metrics of one run (samples must not be empty of columns; may be empty of rows)."""
+    t0 = time_origin(samples, info)
+    prepare_samples(samples, t0)
+    return Metrics(
+        samples=samples,
+        t0=t0,
+        names=name_table(samples),
+        series=name_series(samples),
+        overall=overall_series(samples),
+        lag=lag_table(lag),
+        lag_series=lag_series(lag, t0),
+        resources=resource_series(resources, t0),
+    )

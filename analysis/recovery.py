@@ -1,0 +1,245 @@
+"""Chaos and stability analysis: faults, bursts, sustained degradation, memory growth.
+
+Recovery time of a fault, exactly as DESIGN.md defines it: from the heal time,
+in one-second buckets counted from the heal, the first bucket from which the
+success ratio is >= 0.99 and p95 <= 1.5 x the pre-fault baseline p95, held for
+three consecutive buckets. The recovery time is that bucket's offset in
+seconds (so the resolution is one second: 0 means "fine from the first
+second after the heal"). An empty bucket is not evidence of health, so it
+breaks a streak. Latency is ``lat`` (from the intended start where recorded).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+SUCCESS_RATIO = 0.99
+P95_FACTOR = 1.5
+HOLD_S = 3
+BASELINE_WINDOW_S = 30.0
+BURST_FACTOR = 5.0  # a second with >= 5x the median rate (and >= BURST_MIN requests) is a burst
+BURST_MIN = 50
+SUSTAINED_WINDOW_S = 10.0
+MEMORY_GROWTH_FLAG_PCT = 10.0
+
+
+@dataclass
+class Arrays:
+    """The sample columns recovery needs, as numpy arrays (sliced by masks, never iterated)."""
+
+    ts: np.ndarray
+    end: np.ndarray
+    ok: np.ndarray
+    lat: np.ndarray
+
+    @classmethod
+    def of(cls, samples: pd.DataFrame) -> Arrays:
+        return cls(
+            ts=samples["ts_start"].to_numpy(dtype="float64"),
+            end=samples["end"].to_numpy(dtype="float64"),
+            ok=samples["ok"].to_numpy(dtype=bool),
+            lat=samples["lat"].to_numpy(dtype="float64"),
+        )
+
+
+def _p95(values: np.ndarray) -> float:
+    return float(np.quantile(values, 0.95)) if len(values) else math.nan
+
+
+def recovery_buckets(a: Arrays, heal: float, horizon: float, baseline_p95: float) -> pd.DataFrame:
+    """One row per second after the heal (until the horizon): count, success ratio, p95, good."""
+    m = (a.ts >= heal) & (a.ts < horizon)
+    k = np.floor(a.ts[m] - heal).astype("int64")
+    if len(k) == 0:
+        return pd.DataFrame(columns=["k", "count", "ok_ratio", "p95", "good"])
+    frame = pd.DataFrame({"k": k, "ok": a.ok[m], "lat": a.lat[m]})
+    g = frame.groupby("k", sort=True)
+    b = pd.DataFrame({"count": g.size(), "ok_ratio": g["ok"].mean(), "p95": g["lat"].quantile(0.95)})
+    last = int(b.index.max()) if math.isinf(horizon) else int(math.ceil(horizon - heal)) - 1
+    b = b.reindex(range(0, max(last, int(b.index.max())) + 1))
+    b["count"] = b["count"].fillna(0).astype("int64")
+    latency_ok = b["p95"] <= P95_FACTOR * baseline_p95 if math.isfinite(baseline_p95) else True
+    b["good"] = (b["count"] > 0) & (b["ok_ratio"] >= SUCCESS_RATIO) & latency_ok
+    b.index.name = "k"
+    return b.reset_index()
+
+
+def recovery_time(buckets: pd.DataFrame) -> float:
+    """Offset of the first bucket that starts HOLD_S consecutive good buckets; NaN if none."""
+    good = buckets["good"].to_numpy(dtype=bool) if len(buckets) else np.zeros(0, bool)
+    if len(good) < HOLD_S:
+        return math.nan
+    held = np.convolve(good.astype("int64"), np.ones(HOLD_S, "int64"), mode="valid") == HOLD_S
+    hits = np.flatnonzero(held)
+    return float(buckets["k"].iloc[hits[0]]) if len(hits) else math.nan
+
+
+def analyse_window(a: Arrays, name: str, start: float, heal: float | None, prev_busy: float,
+                   horizon: float) -> dict[str, object]:
+    """Numbers of one fault (or burst): baseline before, behaviour during, recovery after."""
+    base_from = max(start - BASELINE_WINDOW_S, prev_busy)
+    pre = (a.ts >= base_from) & (a.ts < start)
+    baseline_p95 = _p95(a.lat[pre])
+    until = heal if heal is not None else horizon
+    during = (a.ts >= start) & (a.ts < until)
+    n_during = int(during.sum())
+    row: dict[str, object] = {
+        "baseline_count": int(pre.sum()),
+        "baseline_p95": baseline_p95,
+        "baseline_error_rate": (1 - a.ok[pre].mean()) * 100 if pre.any() else math.nan,
+        "during_count": n_during,
+        "during_error_rate": (1 - a.ok[during].mean()) * 100 if n_during else math.nan,
+        "during_p50": float(np.quantile(a.lat[during], 0.5)) if n_during else math.nan,
+        "during_p95": _p95(a.lat[during]),
+        "first_success_s": math.nan,
+        "recovery_s": math.nan,
+        "recovered": False,
+        "note": "",
+    }
+    if heal is None:
+        row["note"] = "never healed"
+        return row
+    after = a.ok & (a.end >= heal) & (a.ts < horizon)
+    if after.any():
+        row["first_success_s"] = float(a.end[after].min() - heal)
+    buckets = recovery_buckets(a, heal, horizon, baseline_p95)
+    rec = recovery_time(buckets)
+    row["recovery_s"] = rec
+    row["recovered"] = not math.isnan(rec)
+    notes = []
+    if not math.isfinite(baseline_p95):
+        notes.append("no pre-fault baseline: success ratio only")
+    if not row["recovered"]:
+        notes.append("did not recover before " + ("the next fault" if math.isfinite(horizon) else "the end of the run"))
+    row["note"] = "; ".join(notes)
+    return row
+
+
+def analyse_faults(samples: pd.DataFrame, journal: pd.DataFrame, t0: float) -> pd.DataFrame:
+    """One row per journal entry (faults and journal-marked bursts alike), in start order."""
+    cols = ["fault_id", "name", "action", "target", "outcome", "started_at", "healed_at", "start_s", "heal_s",
+            "duration_s"]
+    journal = journal[journal["action"] != "burst"].reset_index(drop=True)  # bursts: analyse_bursts
+    if journal.empty:
+        return pd.DataFrame(columns=cols)
+    a = Arrays.of(samples)
+    starts = journal["started_at"].to_numpy(dtype="float64")
+    heals = journal["healed_at"].to_numpy(dtype="float64")
+    rows = []
+    for i, f in enumerate(journal.itertuples(index=False)):  # one iteration per fault, not per sample
+        heal = None if math.isnan(heals[i]) else float(heals[i])
+        # the baseline must not overlap an earlier fault's window
+        earlier = [(h if not math.isnan(h) else math.inf) for h in heals[:i]]
+        prev_busy = max(earlier, default=-math.inf)
+        later = starts[(starts > (heal if heal is not None else starts[i]))]
+        horizon = float(later.min()) if len(later) else math.inf
+        row = {
+            "fault_id": f.fault_id,
+            "name": f.name,
+            "action": f.action,
+            "target": f.target,
+            "outcome": f.outcome,
+            "started_at": float(starts[i]),
+            "healed_at": heal,
+            "start_s": float(starts[i]) - t0,
+            "heal_s": None if heal is None else heal - t0,
+            "duration_s": None if heal is None else heal - float(starts[i]),
+        }
+        row.update(analyse_window(a, str(f.name), float(starts[i]), heal, prev_busy, horizon))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def detect_bursts(overall: pd.DataFrame, t0: float) -> list[tuple[float, float]]:
+    """(start, end) wall-clock of runs of seconds with >= BURST_FACTOR x the median request rate."""
+    busy = overall[overall["count"] > 0]
+    if busy.empty:
+        return []
+    median = float(busy["count"].median())
+    hot = (overall["count"] >= BURST_FACTOR * median) & (overall["count"] >= BURST_MIN)
+    secs = overall.loc[hot, "sec"].to_numpy()
+    if len(secs) == 0 or len(secs) == len(busy):
+        return []
+    breaks = np.flatnonzero(np.diff(secs) > 1)
+    first = np.concatenate([[0], breaks + 1])
+    last = np.concatenate([breaks, [len(secs) - 1]])
+    return [(t0 + float(secs[i]), t0 + float(secs[j]) + 1.0) for i, j in zip(first, last)]
+
+
+def analyse_bursts(samples: pd.DataFrame, journal: pd.DataFrame, overall: pd.DataFrame, t0: float) -> pd.DataFrame:
+    """Time back to baseline after each burst: journal entries with action ``burst``, else detected ones."""
+    marked = journal[journal["action"] == "burst"] if not journal.empty else journal
+    if not marked.empty:
+        windows = [(float(r.started_at), None if math.isnan(r.healed_at) else float(r.healed_at), "journal")
+                   for r in marked.itertuples(index=False)]
+    else:
+        windows = [(s, e, "detected") for s, e in detect_bursts(overall, t0)]
+    if not windows:
+        return pd.DataFrame(columns=["start_s", "end_s", "source", "back_to_baseline_s"])
+    a = Arrays.of(samples)
+    rows = []
+    for i, (start, end, source) in enumerate(windows):
+        if i == 0:
+            prev_busy = -math.inf
+        else:
+            prev_end = windows[i - 1][1]
+            prev_busy = math.inf if prev_end is None else prev_end
+        horizon = windows[i + 1][0] if i + 1 < len(windows) else math.inf
+        r = analyse_window(a, "burst", start, end, prev_busy, horizon)
+        rows.append({"start_s": start - t0, "end_s": None if end is None else end - t0, "source": source,
+                     "back_to_baseline_s": r.pop("recovery_s"), **r})
+    return pd.DataFrame(rows)
+
+
+def window_size(duration_s: float) -> float:
+    """Sustained windows: 10 s, or a quarter of a short run."""
+    return max(1.0, min(SUSTAINED_WINDOW_S, math.floor(duration_s / 4)))
+
+
+def degradation(samples: pd.DataFrame) -> dict[str, float]:
+    """First vs last window of the run: p95 increase and throughput drop, in %."""
+    if samples.empty:
+        return {}
+    sec = samples["sec"].to_numpy()
+    lo, hi = int(sec.min()), int(sec.max())
+    duration = hi - lo + 1
+    w = window_size(duration)
+    first = sec < lo + w
+    last = sec > hi - w
+    lat = samples["lat"].to_numpy()
+    ok = samples["ok"].to_numpy(dtype=bool)
+    p_first, p_last = _p95(lat[first]), _p95(lat[last])
+    t_first, t_last = ok[first].sum() / w, ok[last].sum() / w
+    return {
+        "duration_s": float(duration),
+        "window_s": float(w),
+        "p95_first": p_first,
+        "p95_last": p_last,
+        "latency_degradation_pct": (p_last / p_first - 1) * 100 if p_first > 0 else math.nan,
+        "throughput_first": float(t_first),
+        "throughput_last": float(t_last),
+        "throughput_drop_pct": (1 - t_last / t_first) * 100 if t_first > 0 else math.nan,
+    }
+
+
+def memory_growth(resources: pd.DataFrame | None) -> pd.DataFrame:
+    """Per part: mean RSS in the first and last window, growth %, slope; flagged above 10 %."""
+    cols = ["part", "rss_first", "rss_last", "growth_pct", "slope_bytes_per_min", "flagged"]
+    if resources is None or resources.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for part, g in resources.groupby("part", observed=True, sort=True):  # one iteration per part
+        ts = g["ts"].to_numpy(dtype="float64")
+        rss = g["rss_bytes"].to_numpy(dtype="float64")
+        w = window_size(ts.max() - ts.min())
+        first = rss[ts < ts.min() + w].mean()
+        last = rss[ts > ts.max() - w].mean()
+        slope = float(np.polyfit(ts - ts.min(), rss, 1)[0] * 60) if len(ts) > 1 and np.ptp(ts) > 0 else 0.0
+        growth = (last / first - 1) * 100 if first > 0 else math.nan
+        rows.append({"part": str(part), "rss_first": float(first), "rss_last": float(last), "growth_pct": growth,
+                     "slope_bytes_per_min": slope, "flagged": bool(growth > MEMORY_GROWTH_FLAG_PCT)})
+    return pd.DataFrame(rows, columns=cols)

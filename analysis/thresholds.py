@@ -1,0 +1,385 @@
+"""Thresholds: a YAML list of one-line checks, parsed with line numbers and evaluated on an analysis.
+
+A threshold file is a YAML list of strings (or a mapping with a ``thresholds:``
+list and optional ``description:``)::
+
+    - p95(workflow→completed) < 400ms
+    - throughput(POST /stamp) > 1000/s
+    - lost == 0
+    - duplicated < 0.1%
+    - recovery(broker-kill) < 2s
+
+Each line is ``metric[(argument)] operator number[unit]``; see METRICS for
+every metric, what its argument selects and which units it takes. A
+threshold whose input is absent (no such sample name, no ledger, no such
+fault) fails with "no data": a check that cannot be made proves nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from analysis.loss import CATEGORIES, percent
+
+OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+
+# unit -> (dimension, factor to the dimension's base unit)
+UNITS: dict[str, tuple[str, float]] = {
+    "ms": ("latency", 1.0),  # base: milliseconds
+    "s": ("latency", 1000.0),
+    "/s": ("rate", 1.0),  # base: per second
+    "/min": ("rate", 1 / 60),
+    "%": ("percent", 1.0),
+    "": ("count", 1.0),
+}
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What a metric measures: its dimension (which units it accepts), what its argument means."""
+
+    dimension: str  # latency (ms), duration (s), rate (/s), percent, count, count_or_percent
+    argument: str  # what the argument selects; "" when the metric takes none
+    help: str
+
+
+_LAT = "a sample name, a request type (kafka/http/e2e) or nothing for all samples"
+METRICS: dict[str, MetricSpec] = {
+    **{p: MetricSpec("latency", _LAT, f"{p} latency from the intended start where recorded, else service time")
+       for p in ("p50", "p90", "p95", "p99", "p99.9", "mean", "min", "max")},
+    **{f"service_{p}": MetricSpec("latency", _LAT, f"{p} service time (from the actual start)")
+       for p in ("p50", "p95", "p99", "mean", "max")},
+    "throughput": MetricSpec("rate", _LAT, "successes per second over the selection's window"),
+    "count": MetricSpec("count", _LAT, "number of samples"),
+    "errors": MetricSpec("count_or_percent", _LAT, "failed samples: a count, or % of samples"),
+    **{c: MetricSpec("count_or_percent", "a ledger kind (workflow, stamp, introspection, event) or nothing",
+                     f"loss accounting: {c} items (count, or % of distinct items sent; unexpected: of stored)")
+       for c in CATEGORIES},
+    "recovery": MetricSpec("duration", "a fault name, id or action, or nothing for every fault",
+                           "recovery time after heal (worst fault); never recovered = infinite"),
+    "first_success": MetricSpec("duration", "a fault name, id or action, or nothing",
+                                "time from heal to the first success (worst fault)"),
+    "fault_errors": MetricSpec("percent", "a fault name, id or action, or nothing",
+                               "error rate while the fault was active (worst fault)"),
+    "burst_recovery": MetricSpec("duration", "", "time back to baseline after a burst (worst burst)"),
+    "degradation": MetricSpec("percent", _LAT, "p95 increase, last window vs first window of the run"),
+    "throughput_drop": MetricSpec("percent", _LAT, "throughput drop, last window vs first window"),
+    "memory_growth": MetricSpec("percent", "a part name, or nothing for the worst part",
+                                "RSS growth, last window vs first window"),
+    **{f"lag_{p}": MetricSpec("latency", "a consumer name, or nothing for the worst consumer",
+                              f"consumer lag {p}") for p in ("p50", "p95", "p99", "max")},
+}
+
+ALLOWED_UNITS: dict[str, tuple[str, ...]] = {
+    "latency": ("ms", "s"),
+    "duration": ("s", "ms"),
+    "rate": ("/s", "/min", ""),
+    "percent": ("%",),
+    "count": ("",),
+    "count_or_percent": ("", "%"),
+}
+
+
+class ThresholdError(Exception):
+    """A mistake in a threshold file; the message is ``file:line: what is wrong``."""
+
+    def __init__(self, file: str, line: int, message: str) -> None:
+        super().__init__(f"{file}:{line}: {message}")
+        self.file, self.line, self.message = file, line, message
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One parsed check. ``limit`` is in the dimension's base unit (ms, s, /s, %, count)."""
+
+    text: str
+    metric: str
+    argument: str | None
+    op: str
+    limit: float
+    unit: str
+    file: str = "<string>"
+    line: int = 0
+
+    @property
+    def display_unit(self) -> str:
+        return {"latency": "ms", "duration": "s", "rate": "/s"}.get(METRICS[self.metric].dimension, self.unit)
+
+
+@dataclass
+class Result:
+    """A threshold with its measured value (base unit) and verdict."""
+
+    threshold: Threshold
+    measured: float | None
+    status: str  # pass, fail, no data
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+
+_LEFT = re.compile(r"^(?P<metric>[A-Za-z_][A-Za-z0-9_.]*)\s*(?:\((?P<arg>.*)\))?$")
+_RIGHT = re.compile(r"^(?P<num>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*(?P<unit>\S*)$")
+_OP = re.compile(r"(<=|>=|==|!=|<|>|=)")
+
+
+def parse_expression(text: str, file: str = "<string>", line: int = 0) -> Threshold:
+    """Parse one ``metric(arg) op number unit`` line; ThresholdError says what is wrong."""
+    expr = text.strip()
+
+    def fail(msg: str) -> ThresholdError:
+        return ThresholdError(file, line, f"{msg} in {expr!r}")
+
+    # the operator is the first one after the argument's closing parenthesis (names may hold anything)
+    cut = expr.rfind(")") + 1 if "(" in expr else 0
+    m = _OP.search(expr, cut)
+    if not m:
+        raise fail("no comparison operator (one of < <= > >= == !=)")
+    op = m.group(1)
+    if op == "=":
+        raise fail("'=' is not an operator; use '=='")
+    left, right = expr[: m.start()].strip(), expr[m.end():].strip()
+    lm = _LEFT.match(left)
+    if not left:
+        raise fail("no metric before the operator")
+    if not lm:
+        raise fail(f"cannot read the metric {left!r} (expected e.g. p95(name) or lost)")
+    metric, arg = lm["metric"], lm["arg"]
+    if metric not in METRICS:
+        close = difflib.get_close_matches(metric, METRICS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(METRICS)})"
+        raise fail(f"unknown metric {metric!r}{hint}")
+    spec = METRICS[metric]
+    if arg is not None:
+        arg = arg.strip()
+        if not arg:
+            raise fail(f"empty argument in {metric}(); leave the parentheses out to mean everything")
+        if not spec.argument:
+            raise fail(f"{metric} takes no argument")
+    if not right:
+        raise fail("no limit after the operator")
+    rm = _RIGHT.match(right)
+    if not rm:
+        raise fail(f"the limit {right!r} is not a number with an optional unit")
+    unit = rm["unit"]
+    allowed = ALLOWED_UNITS[spec.dimension]
+    if unit not in allowed:
+        shown = " or ".join(repr(u) if u else "no unit" for u in allowed)
+        raise fail(f"{metric} takes {shown}, not {unit!r}" if unit else f"{metric} needs a unit: {shown}")
+    limit = float(rm["num"])
+    if not math.isfinite(limit):
+        raise fail("the limit must be a finite number")
+    if spec.dimension == "duration":
+        limit = limit / 1000.0 if unit == "ms" else limit
+    elif unit in UNITS:
+        limit = limit * UNITS[unit][1]
+    return Threshold(text=expr, metric=metric, argument=arg, op=op, limit=limit, unit=unit, file=file, line=line)
+
+
+def parse_text(text: str, file: str = "<string>") -> list[Threshold]:
+    """Parse a threshold file's text; every error names the file and line."""
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 0
+        raise ThresholdError(file, line, f"not valid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+    if root is None:
+        raise ThresholdError(file, 1, "empty: a threshold file lists at least one threshold")
+    items = root
+    if isinstance(root, yaml.MappingNode):
+        keys = {k.value: v for k, v in root.value}
+        unknown = [k for k in keys if k not in ("thresholds", "description", "scenario")]
+        if unknown:
+            node = next(k for k, _ in root.value if k.value == unknown[0])
+            raise ThresholdError(file, node.start_mark.line + 1, f"unknown key {unknown[0]!r} (use thresholds:)")
+        if "thresholds" not in keys:
+            raise ThresholdError(file, root.start_mark.line + 1, "no 'thresholds:' list")
+        items = keys["thresholds"]
+    if not isinstance(items, yaml.SequenceNode):
+        raise ThresholdError(file, items.start_mark.line + 1, "expected a list of thresholds ('- p95(name) < 400ms')")
+    out = []
+    for node in items.value:
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            raise ThresholdError(file, line, "expected a threshold as text, found 'key: value' (write '- lost == 0')")
+        if not isinstance(node, yaml.ScalarNode):
+            raise ThresholdError(file, line, "expected one threshold per line as text, e.g. '- lost == 0'")
+        if node.tag != "tag:yaml.org,2002:str":
+            raise ThresholdError(file, line, f"expected a threshold such as 'p95(name) < 400ms', found {node.value!r}")
+        out.append(parse_expression(node.value, file, line))
+    if not out:
+        raise ThresholdError(file, items.start_mark.line + 1, "the thresholds list is empty")
+    return out
+
+
+def load_thresholds(path: str | Path) -> list[Threshold]:
+    """Parse a threshold file; a missing file is a ThresholdError too (line 0)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ThresholdError(str(p), 0, "no such threshold file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ThresholdError(str(p), 0, f"unreadable ({exc})") from exc
+    return parse_text(text, str(p))
+
+
+SHIPPED = Path(__file__).parent / "thresholds"
+
+
+def resolve(ref: str | Path, run_dir: Path | None = None) -> Path:
+    """A threshold file reference: a path (as given, from the run dir, from the repo) or a shipped set's name."""
+    ref = Path(ref)
+    candidates = [ref]
+    if run_dir is not None:
+        candidates.append(run_dir / ref)
+    candidates += [SHIPPED.parent.parent / ref, SHIPPED / ref, SHIPPED / f"{ref}.yaml"]
+    for c in candidates:
+        if c.is_file():
+            return c
+    return ref
+
+
+# --------------------------------------------------------------------------
+# evaluation
+
+
+def _worst(values: list[float], metric_op: str) -> float:
+    """The value that decides a check over several things: the largest for '<' checks, else the smallest."""
+    return max(values) if metric_op in ("<", "<=", "==", "!=") else min(values)
+
+
+def measure(t: Threshold, a: Any) -> tuple[float | None, str]:
+    """The measured value of a threshold on an Analysis (analysis.analyse.Analysis), and a detail."""
+    spec = METRICS[t.metric]
+    m = t.metric
+    if spec.argument == _LAT and m not in ("degradation", "throughput_drop"):
+        stats = a.metrics.select(t.argument)
+        if stats is None:
+            known = ", ".join(sorted(set(a.metrics.names["name"].astype(str))))
+            return None, f"no samples named {t.argument!r} (names: {known})"
+        if m == "count":
+            return float(stats["count"]), ""
+        if m == "errors":
+            if t.unit == "%":
+                return stats["error_rate"], f"{stats['failures']} of {stats['count']} failed"
+            return float(stats["failures"]), f"of {stats['count']} samples"
+        if m == "throughput":
+            return stats["throughput"], f"{stats['ok']} ok in {stats['window_s']:.1f} s"
+        return stats[m], f"{stats['count']} samples"
+    if m in CATEGORIES:
+        loss = a.loss
+        if not loss.available:
+            return None, loss.reason
+        n = loss.count(m, t.argument)
+        if n is None:
+            return None, f"no ledger or truth items of kind {t.argument!r}"
+        whole = loss.denominator(m, t.argument)
+        if t.unit == "%":
+            return percent(n, whole), f"{n} of {whole}"
+        return float(n), f"of {whole}"
+    if m in ("recovery", "first_success", "fault_errors"):
+        faults = a.faults
+        if faults.empty:
+            return None, "no faults in chaos.jsonl"
+        sel = faults
+        if t.argument:
+            sel = faults[(faults["name"] == t.argument) | (faults["fault_id"] == t.argument)
+                         | (faults["action"] == t.argument)]
+            if sel.empty:
+                return None, f"no fault named {t.argument!r} (faults: {', '.join(map(str, faults['name'].unique()))})"
+        col = {"recovery": "recovery_s", "first_success": "first_success_s", "fault_errors": "during_error_rate"}[m]
+        values = [math.inf if pd_isnan(v) else float(v) for v in sel[col]]
+        detail = f"{len(sel)} fault(s)"
+        if m != "fault_errors" and math.inf in values:
+            detail += ": not recovered (" + "; ".join(n for n in sel["note"] if n) + ")"
+        return _worst(values, t.op), detail
+    if m == "burst_recovery":
+        b = a.bursts
+        if b.empty:
+            return None, "no burst found (journal action 'burst', or a detected rate spike)"
+        values = [math.inf if pd_isnan(v) else float(v) for v in b["back_to_baseline_s"]]
+        return _worst(values, t.op), f"{len(b)} burst(s), {b['source'].iloc[0]}"
+    if m in ("degradation", "throughput_drop"):
+        d = a.degradation_of(t.argument)
+        if not d:
+            return None, f"no samples for {t.argument or 'the run'}"
+        key = "latency_degradation_pct" if m == "degradation" else "throughput_drop_pct"
+        first = d["p95_first"] if m == "degradation" else d["throughput_first"]
+        last = d["p95_last"] if m == "degradation" else d["throughput_last"]
+        return d[key], f"first {d['window_s']:.0f} s: {first:.4g}, last: {last:.4g}"
+    if m == "memory_growth":
+        mem = a.memory
+        if mem.empty:
+            return None, "no resources/ samples"
+        sel = mem if not t.argument else mem[mem["part"] == t.argument]
+        if sel.empty:
+            return None, f"no part named {t.argument!r}"
+        return _worst([float(v) for v in sel["growth_pct"]], t.op), ", ".join(sel["part"])
+    if m.startswith("lag_"):
+        lag = a.metrics.lag
+        if lag.empty:
+            return None, "no lag/ samples"
+        sel = lag if not t.argument else lag[lag["consumer"].astype(str) == t.argument]
+        if sel.empty:
+            return None, f"no consumer named {t.argument!r}"
+        return _worst([float(v) for v in sel[m[4:]]], t.op), ", ".join(sel["consumer"].astype(str))
+    raise AssertionError(f"unhandled metric {m}")
+
+
+def pd_isnan(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def evaluate(thresholds: list[Threshold], a: Any) -> list[Result]:
+    """Every threshold's measured value and verdict; absent data and NaN fail as 'no data'."""
+    results = []
+    for t in thresholds:
+        value, detail = measure(t, a)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            results.append(Result(t, None, "no data", detail or "nothing to measure"))
+            continue
+        ok = OPERATORS[t.op](value, t.limit)
+        results.append(Result(t, float(value), "pass" if ok else "fail", detail))
+    return results
+
+
+def format_value(value: float | None, t: Threshold) -> str:
+    """A measured value or limit in the threshold's own unit, e.g. '412.3ms', '1.8s', '0.02%'."""
+    if value is None:
+        return "—"
+    if math.isinf(value):
+        return "never"
+    dim = METRICS[t.metric].dimension
+    unit = t.unit
+    if dim == "latency":
+        v = value / UNITS[unit][1]
+    elif dim == "duration":
+        v = value * 1000.0 if unit == "ms" else value
+    elif dim == "rate":
+        v = value / UNITS[unit or "/s"][1]
+        unit = unit or "/s"
+    else:
+        v = value
+    if unit == "" and float(v).is_integer():
+        return f"{int(v)}"
+    return f"{v:.4g}{unit}" if abs(v) < 1e5 else f"{v:,.0f}{unit}"

@@ -1,0 +1,187 @@
+"""Generated run directories with known answers, written through analysis.rundir's own writers.
+
+The "chaos run" (make_chaos_run), 60 s from T0:
+
+- ``POST /stamp`` (http): 10 requests a second at T0 + s + i/10, latency 10 + i ms
+  (i = 0..9), all ok, except:
+  - the fault window, seconds 20-24 (broker-kill started T0+20, healed T0+25):
+    every request fails with latency 1000 ms;
+  - second 25 (k=0 after the heal): even i ok, odd i fail;
+  - second 26 (k=1): all ok but latency 40 + i ms (p95 48.55 > 1.5 x 19);
+  - second 27 on: normal again -> recovery time 2 s, first success 0.010 s.
+- ``workflow→completed`` (e2e): 2 a second from second 40 to 59, service time
+  100 and 300 ms, intended start 50 ms before the actual start.
+- ledger/truth: 100 workflows (wf-000..wf-099, tenant-a below 50, tenant-b
+  from 50) and 10 stamps; wf-007 lost, wf-020 stored twice, wf-030 stored under
+  tenant-b (leak), wf-090 not acknowledged but stored (recovered), wf-091 not
+  acknowledged and not stored, wf-010 sent twice (second send acked), wf-999
+  stored but never sent (unexpected).
+- resources: orchestrator flat at 100 MiB, reducer 100 -> 130 MiB linearly.
+- lag: consumer db-adapter, lag_ms = 5 * (second % 10).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from analysis import rundir
+
+T0 = 1_800_000_000.0
+MIB = 2**20
+
+
+def stamp_samples() -> dict[str, np.ndarray]:
+    sec = np.repeat(np.arange(60), 10)
+    i = np.tile(np.arange(10), 60)
+    ts = T0 + sec + i / 10
+    lat = 10.0 + i
+    ok = np.ones(600, bool)
+    fault = (sec >= 20) & (sec < 25)
+    lat[fault] = 1000.0
+    ok[fault] = False
+    ok[(sec == 25) & (i % 2 == 1)] = False
+    slow = sec == 26
+    lat[slow] = 40.0 + i[slow]
+    n = len(ts)
+    return {
+        "ts_intended": np.full(n, np.nan),
+        "ts_start": ts,
+        "type": np.array(["http"] * n, dtype=object),
+        "name": np.array(["POST /stamp"] * n, dtype=object),
+        "latency_ms": lat,
+        "ok": ok,
+        "bytes": np.full(n, 128, dtype=np.int64),
+        "error": np.where(ok, None, "ConnectionError"),
+        "key": np.array([f"s-{k}" for k in range(n)], dtype=object),
+        "process": np.array(["host:1"] * n, dtype=object),
+    }
+
+
+def e2e_samples() -> dict[str, np.ndarray]:
+    sec = np.repeat(np.arange(40, 60), 2)
+    j = np.tile(np.arange(2), 20)
+    ts = T0 + sec + 0.25 + j * 0.5
+    n = len(ts)
+    return {
+        "ts_intended": ts - 0.050,
+        "ts_start": ts,
+        "type": np.array(["e2e"] * n, dtype=object),
+        "name": np.array(["workflow→completed"] * n, dtype=object),
+        "latency_ms": np.where(j == 0, 100.0, 300.0),
+        "ok": np.ones(n, bool),
+        "bytes": np.zeros(n, dtype=np.int64),
+        "error": np.array([None] * n, dtype=object),
+        "key": np.array([f"wf-{k:03d}" for k in range(n)], dtype=object),
+        "process": np.array(["host:2"] * n, dtype=object),
+    }
+
+
+def _cols(d: dict[str, np.ndarray]) -> dict[str, list]:
+    return {k: [None if isinstance(x, float) and np.isnan(x) else x for x in v.tolist()] for k, v in d.items()}
+
+
+def ledger_rows() -> list[dict]:
+    rows = []
+    for k in range(100):
+        ns = "tenant-a" if k < 50 else "tenant-b"
+        acked = k not in (90, 91)
+        if k == 10:
+            rows.append(dict(kind="workflow", item_id=f"wf-{k:03d}", namespace=ns, ts_sent=T0 + 1, acked=False,
+                             process="host:1"))
+        rows.append(dict(kind="workflow", item_id=f"wf-{k:03d}", namespace=ns, ts_sent=T0 + 1 + k * 0.1,
+                         acked=acked, process="host:1"))
+    for k in range(10):
+        rows.append(dict(kind="stamp", item_id=f"st-{k}", namespace="tenant-a", ts_sent=T0 + 2, acked=True,
+                         process="host:2"))
+    return rows
+
+
+def truth_rows() -> list[dict]:
+    rows = []
+    for k in range(100):
+        if k in (7, 91):
+            continue
+        ns = "tenant-a" if k < 50 else "tenant-b"
+        if k == 30:
+            ns = "tenant-b"
+        rows.append(dict(kind="workflow", item_id=f"wf-{k:03d}", namespace=ns, count=2 if k == 20 else 1,
+                         source="workflow_executions"))
+    rows.append(dict(kind="workflow", item_id="wf-999", namespace="tenant-a", count=1, source="workflow_executions"))
+    for k in range(10):
+        rows.append(dict(kind="stamp", item_id=f"st-{k}", namespace="tenant-a", count=1, source="metadata_stamps"))
+    return rows
+
+
+def resource_rows() -> dict[str, list]:
+    ts = T0 + np.arange(60, dtype=float)
+    return {
+        "ts": np.concatenate([ts, ts]).tolist(),
+        "part": ["orchestrator"] * 60 + ["reducer"] * 60,
+        "rss_bytes": [100 * MIB] * 60 + [int(100 * MIB + 30 * MIB * s / 59) for s in range(60)],
+        "cpu_percent": [5.0] * 120,
+    }
+
+
+def lag_rows() -> dict[str, list]:
+    secs = np.arange(60)
+    return {"ts": (T0 + secs + 0.5).tolist(), "consumer": ["db-adapter"] * 60, "lag_ms": (5.0 * (secs % 10)).tolist()}
+
+
+def journal_entry(**over) -> dict:
+    entry = {
+        "fault_id": "f1", "name": "broker-kill", "action": "kill", "target": "broker", "target_kind": "process",
+        "parameters": {"signal": "SIGKILL"}, "started_at": T0 + 20, "healed_at": T0 + 25, "outcome": "healed",
+        "observed": {"down_after_s": 0.01, "answered_after_s": 0.8}, "error": None,
+    }
+    entry.update(over)
+    return entry
+
+
+def run_info(**over) -> dict:
+    info = {
+        "run_id": "test-chaos-run", "scenario": "test", "started_at": T0, "ended_at": T0 + 60,
+        "arguments": {"users": 10, "spawn_rate": 10, "run_time": "60s"},
+        "versions": {"bridgestorm": "0.1.0", "python": "3.11"},
+        "stack": {"mode": "embedded", "broker": "127.0.0.1:9092",
+                  "database": "postgresql://bridge:hunter2@127.0.0.1:5432/bridge"},
+    }
+    info.update(over)
+    return info
+
+
+def make_chaos_run(path: Path, with_journal: bool = True) -> Path:
+    """The known-answer run described in this module's docstring."""
+    path.mkdir(parents=True, exist_ok=True)
+    # the writer masks passwords itself; write the raw password to prove the report masks it again
+    (path / "run.json").write_text(json.dumps(run_info()))
+    stamps = _cols(stamp_samples())
+    half = {k: v[:300] for k, v in stamps.items()}
+    rest = {k: v[300:] for k, v in stamps.items()}
+    rundir.write_samples(path, half)  # two files, as from two processes
+    rundir.write_samples(path, rest)
+    rundir.write_samples(path, _cols(e2e_samples()))
+    rundir.write_ledger(path, ledger_rows())
+    rundir.write_truth(path, truth_rows())
+    rundir.write_resources(path, resource_rows())
+    rundir.write_lag(path, lag_rows())
+    if with_journal:
+        rundir.append_journal(path, journal_entry())
+    return path
+
+
+def make_steady_run(path: Path, latency_ms: float = 10.0, rate: int = 10, seconds: int = 30,
+                    name: str = "POST /stamp") -> Path:
+    """A plain run: ``rate`` ok requests a second of constant latency (for comparisons)."""
+    path.mkdir(parents=True, exist_ok=True)
+    rundir.write_run_info(path, run_info(run_id=path.name, started_at=T0, ended_at=T0 + seconds))
+    n = rate * seconds
+    ts = T0 + np.arange(n) / rate
+    rundir.write_samples(path, {
+        "ts_intended": [None] * n, "ts_start": ts.tolist(), "type": ["http"] * n, "name": [name] * n,
+        "latency_ms": [latency_ms] * n, "ok": [True] * n, "bytes": [1] * n, "error": [None] * n,
+        "key": [None] * n, "process": ["host:1"] * n,
+    })
+    return path
