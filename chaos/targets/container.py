@@ -1,0 +1,92 @@
+"""A Docker container of bridgestorm's: kill with a signal, stop, start, restart, pause, unpause.
+
+Only containers labelled `bridgestorm.managed=true` are touched; anything
+else is refused before any call that would change it.
+"""
+from __future__ import annotations
+
+import docker
+import docker.errors
+
+from chaos.probes import health_answers
+from chaos.targets import ChaosRefused, TargetError
+from nodes.stack.state import MANAGED_LABEL
+
+
+class ContainerTarget:
+    """`ContainerTarget("bridgestorm-broker-1a2b3c").pause()` (name or id)."""
+
+    kind = "container"
+
+    def __init__(self, ref: str, health: str | None = None, client: docker.DockerClient | None = None):
+        self.ref = ref
+        self.health = health
+        try:
+            self.client = client or docker.from_env(timeout=30)
+        except docker.errors.DockerException as exc:
+            raise TargetError(f"no Docker engine reachable for container {ref!r}: {exc}") from None
+        self.container()  # refuse at once what is not ours
+
+    def container(self):
+        try:
+            container = self.client.containers.get(self.ref)
+        except docker.errors.NotFound:
+            raise TargetError(f"no container {self.ref!r}") from None
+        if container.labels.get(MANAGED_LABEL) != "true":
+            raise ChaosRefused(f"container {container.name} ({container.short_id}) is not labelled "
+                               f"{MANAGED_LABEL}=true; bridgestorm only touches its own containers")
+        return container
+
+    def status(self) -> str:
+        return self.container().status
+
+    def kill(self, sig: str = "SIGKILL") -> None:
+        container = self.container()
+        if container.status == "paused":
+            container.unpause()
+        container.kill(signal=sig)
+
+    def stop(self, timeout: int = 10) -> None:
+        container = self.container()
+        if container.status == "paused":
+            container.unpause()
+        container.stop(timeout=timeout)
+
+    def start(self) -> None:
+        container = self.container()
+        if container.status == "paused":
+            container.unpause()
+        elif container.status != "running":
+            container.start()
+
+    def restart(self, timeout: int = 10) -> None:
+        container = self.container()
+        if container.status == "paused":
+            container.unpause()
+        container.restart(timeout=timeout)
+
+    def pause(self) -> None:
+        self.container().pause()
+
+    def unpause(self) -> None:
+        container = self.container()
+        if container.status == "paused":
+            container.unpause()
+
+    def answers(self) -> bool:
+        """Running (not paused) and, when a health address is known, answering it."""
+        try:
+            if self.status() != "running":
+                return False
+        except TargetError:
+            return False
+        return health_answers(self.health) if self.health else True
+
+    def is_injected(self) -> bool:
+        return self.status() != "running"
+
+
+def managed_containers(client: docker.DockerClient | None = None) -> list:
+    """Every container labelled as bridgestorm's (running or not)."""
+    client = client or docker.from_env(timeout=30)
+    return client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=true"})

@@ -1,0 +1,171 @@
+"""A local process of the stack: signals, pause and resume, restart from its launch spec.
+
+Only processes listed in the stack's state file are touched, and only while
+their pid *and* start time match the record (a recycled pid belongs to
+someone else). A restart starts the process exactly as the stack did (its
+`LaunchSpec`) and writes the new pid and start time back to the state file.
+"""
+from __future__ import annotations
+
+import signal
+import time
+
+import psutil
+
+from chaos.probes import health_answers
+from chaos.targets import ChaosRefused, TargetError
+from nodes.stack.processes import launch
+from nodes.stack.state import Part, StateFile
+
+
+def parse_signal(sig: str | int) -> signal.Signals:
+    """'SIGKILL', 'KILL', 'kill' or 9 -> signal.SIGKILL."""
+    if isinstance(sig, int):
+        return signal.Signals(sig)
+    name = sig.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return signal.Signals[name]
+    except KeyError:
+        raise ValueError(f"unknown signal {sig!r}") from None
+
+
+class ProcessTarget:
+    """`ProcessTarget("broker").kill()`; `ProcessTarget.by_pid(1234)` refuses pids the stack did not start."""
+
+    kind = "process"
+
+    def __init__(self, name: str, state_path: str | None = None):
+        self.name = name
+        self.state_file = StateFile(state_path)
+        self.part()  # refuse at once what is not ours
+
+    @classmethod
+    def by_pid(cls, pid: int, state_path: str | None = None) -> "ProcessTarget":
+        state = _read(StateFile(state_path))
+        for part in state.parts.values():
+            if part.kind == "process" and part.pid == pid and part.process() is not None:
+                return cls(part.name, state_path)
+        raise ChaosRefused(f"pid {pid} is not a process the stack started (not in {StateFile(state_path).path}); "
+                           "bridgestorm only touches its own processes")
+
+    def part(self) -> Part:
+        state = _read(self.state_file)
+        part = state.parts.get(self.name)
+        if part is None:
+            raise ChaosRefused(f"no part named {self.name!r} in the stack state {self.state_file.path} "
+                               f"(parts: {', '.join(sorted(state.parts)) or 'none'})")
+        if part.kind != "process":
+            raise ChaosRefused(f"part {self.name!r} is a {part.kind}, not a process")
+        return part
+
+    def process(self) -> psutil.Process:
+        """The live process of the part; refuses a pid that now belongs to another process."""
+        part = self.part()
+        proc = part.process()
+        if proc is None:
+            if part.pid is not None and psutil.pid_exists(part.pid):
+                raise ChaosRefused(f"pid {part.pid} of {self.name!r} now belongs to another process "
+                                   "(start time differs); not touching it")
+            raise TargetError(f"process {self.name!r} (pid {part.pid}) is not running")
+        return proc
+
+    @property
+    def pid(self) -> int | None:
+        return self.part().pid
+
+    # -- faults
+    def signal(self, sig: str | int) -> None:
+        self.process().send_signal(parse_signal(sig))
+
+    def kill(self, sig: str | int = "SIGKILL", wait_s: float = 5.0) -> None:
+        """Send the signal (SIGKILL by default) and wait until the process is gone."""
+        proc = self.process()
+        sig = parse_signal(sig)
+        if sig not in (signal.SIGSTOP, signal.SIGCONT):
+            proc.send_signal(signal.SIGCONT) if proc.status() == psutil.STATUS_STOPPED else None
+        proc.send_signal(sig)
+        try:
+            proc.wait(wait_s)
+        except psutil.TimeoutExpired:
+            pass
+
+    def terminate(self, wait_s: float = 10.0) -> None:
+        self.kill("SIGTERM", wait_s)
+
+    def pause(self) -> None:
+        self.process().send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        proc = self.part().process()
+        if proc is not None:
+            proc.send_signal(signal.SIGCONT)
+
+    def start(self) -> int:
+        """Start the part from its launch spec if it is not running; returns its pid."""
+        part = self.part()
+        if part.process() is not None:
+            return part.pid  # type: ignore[return-value]
+        if part.launch is None:
+            raise TargetError(f"part {self.name!r} has no launch spec; cannot start it again")
+        proc = launch(part.launch, user=part.extra.get("run_as"))
+        with self.state_file.update() as state:
+            state.parts[self.name].pid = proc.pid
+            state.parts[self.name].create_time = proc.create_time()
+        return proc.pid
+
+    def restart(self, wait_s: float = 10.0) -> int:
+        """Stop (SIGTERM, SIGKILL after `wait_s`) and start again from the launch spec."""
+        part = self.part()
+        if part.process() is not None:
+            proc = self.process()
+            proc.send_signal(signal.SIGCONT)
+            proc.terminate()
+            try:
+                proc.wait(wait_s)
+            except psutil.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        return self.start()
+
+    # -- observation
+    def answers(self) -> bool:
+        """Running (not stopped) and its health check answers."""
+        part = self.part()
+        proc = part.process()
+        try:
+            if proc is None or proc.status() in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE):
+                return False
+        except psutil.Error:
+            return False
+        return health_answers(part.health)
+
+    def is_injected(self) -> bool:
+        """Paused or gone: what `chaos heal` looks for."""
+        proc = self.part().process()
+        try:
+            return proc is None or proc.status() == psutil.STATUS_STOPPED
+        except psutil.Error:
+            return True
+
+
+def _read(state_file: StateFile):
+    try:
+        return state_file.read()
+    except FileNotFoundError as exc:
+        raise ChaosRefused(f"{exc}; bridgestorm only touches processes the stack started") from None
+
+
+def reap_children() -> None:
+    """Collect exit statuses of children we started (restarted parts), so none stay zombies."""
+    for child in psutil.Process().children():
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                child.wait(0)
+        except psutil.Error:
+            pass
+
+
+def _sleep(seconds: float) -> None:  # pragma: no cover - tiny helper for symmetry
+    time.sleep(seconds)
