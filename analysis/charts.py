@@ -49,6 +49,8 @@ def fault_windows(faults: pd.DataFrame, bursts: pd.DataFrame, end_s: float) -> l
     """(start_s, end_s, label, colour) for every fault and burst; unhealed faults run to the end."""
     out = []
     for f in faults.itertuples(index=False):
+        if f.start_s is None or math.isnan(f.start_s):  # never injected: nothing to shade
+            continue
         heal = f.heal_s if f.heal_s is not None and not (isinstance(f.heal_s, float) and math.isnan(f.heal_s)) \
             else end_s
         out.append((float(f.start_s), float(heal), str(f.name), FAULT_COLOUR))

@@ -131,6 +131,11 @@ def analyse_faults(samples: pd.DataFrame, journal: pd.DataFrame, t0: float) -> p
     heals = journal["healed_at"].to_numpy(dtype="float64")
     rows = []
     for i, f in enumerate(journal.itertuples(index=False)):  # one iteration per fault, not per sample
+        if math.isnan(starts[i]):
+            rows.append({"fault_id": f.fault_id, "name": f.name, "action": f.action, "target": f.target,
+                         "outcome": f.outcome, "recovered": False, "recovery_s": math.nan,
+                         "note": "never injected (no started_at)" + (f": {f.error}" if f.error else "")})
+            continue
         heal = None if math.isnan(heals[i]) else float(heals[i])
         # the baseline must not overlap an earlier fault's window
         earlier = [(h if not math.isnan(h) else math.inf) for h in heals[:i]]

@@ -435,12 +435,10 @@ def load_journal(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
             missing = [k for k in JOURNAL_REQUIRED if k not in entry]
             if missing:
                 raise RunDirError(f"{path}:{lineno}: missing field(s) {missing}")
-            for k in ("started_at", "healed_at"):
+            for k in ("started_at", "healed_at"):  # null start: a fault that was never injected
                 v = entry.get(k)
-                if k == "started_at" and not isinstance(v, (int, float)):
-                    raise RunDirError(f"{path}:{lineno}: {k!r} must be a number, found {v!r}")
-                if k == "healed_at" and v is not None and not isinstance(v, (int, float)):
-                    raise RunDirError(f"{path}:{lineno}: {k!r} must be a number or null, found {v!r}")
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                    raise RunDirError(f"{path}:{lineno}: {k!r} must be UNIX seconds or null, found {v!r}")
             rows.append({k: entry.get(k) for k in JOURNAL_FIELDS} | {"line": lineno})
     frame = pd.DataFrame(rows, columns=[*JOURNAL_FIELDS, "line"])
     frame["started_at"] = frame["started_at"].astype("float64")

@@ -200,8 +200,13 @@ def parse_text(text: str, file: str = "<string>") -> list[Threshold]:
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
+        context = getattr(exc, "context_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        if context is not None and "end of stream" in problem:
+            mark = context  # an unclosed quote or bracket: point at where it was opened
         line = mark.line + 1 if mark is not None else 0
-        raise ThresholdError(file, line, f"not valid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+        what = f"{exc.context}: {problem}" if getattr(exc, "context", None) else problem
+        raise ThresholdError(file, line, f"not valid YAML ({what})") from exc
     if root is None:
         raise ThresholdError(file, 1, "empty: a threshold file lists at least one threshold")
     items = root

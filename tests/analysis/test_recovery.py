@@ -105,3 +105,12 @@ def test_memory_growth_flag(chaos_analysis: Analysis) -> None:
     first = np.mean([100 + 30 * s / 59 for s in range(10)])
     last = np.mean([100 + 30 * s / 59 for s in range(50, 60)])
     assert mem.loc["reducer", "growth_pct"] == pytest.approx((last / first - 1) * 100, rel=1e-6)
+
+
+def test_fault_never_injected_is_reported_not_fatal(chaos_run: Path, tmp_path: Path) -> None:
+    run_dir = _run_with_journal(chaos_run, tmp_path, rungen.journal_entry(),
+                                rungen.journal_entry(fault_id="f2", started_at=None, healed_at=None,
+                                                     outcome="failed", error="no such process"))
+    faults = analyse(run_dir).faults
+    assert faults.iloc[0]["recovery_s"] == 2.0
+    assert not faults.iloc[1]["recovered"] and "never injected" in faults.iloc[1]["note"]

@@ -1,0 +1,111 @@
+"""build_report, the CLI and compare: files written, verdicts, exit codes, masking, baseline deltas."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import rungen
+
+from analysis.__main__ import main
+from analysis.compare import compare, load_summary
+from analysis.report import build_report
+
+
+@pytest.fixture(scope="module")
+def reported(chaos_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("report")
+    thresholds = out / "t.yaml"
+    thresholds.write_text("- p95(workflow→completed) < 400ms\n- lost == 0\n- recovery(broker-kill) <= 2s\n")
+    v = build_report(chaos_run, thresholds=thresholds, out_dir=out)
+    return out, v
+
+
+def test_files_and_verdict(reported: tuple[Path, object]) -> None:
+    out, v = reported
+    assert v.status == "fail" and v.exit_code == 1
+    assert [r["status"] for r in v.results] == ["pass", "fail", "pass"]
+    assert (out / "index.html").is_file() and (out / "analysis.json").is_file()
+    summary = json.loads((out / "analysis.json").read_text())
+    assert summary["verdict"] == "fail"
+    assert summary["loss"]["totals"]["lost"] == 1
+    assert summary["faults"][0]["recovery_s"] == 2.0
+
+
+def test_html_is_self_contained_and_complete(reported: tuple[Path, object]) -> None:
+    out, _ = reported
+    html = (out / "index.html").read_text()
+    assert html.count('src="data:image/png;base64,') == 4  # latency, throughput, memory, lag
+    assert "http://" not in html and "https://" not in html  # nothing fetched from anywhere
+    for section in ('id="verdict"', 'id="thresholds"', 'id="latency"', 'id="throughput"', 'id="names"',
+                    'id="loss"', 'id="recovery"', 'id="environment"'):
+        assert section in html
+    assert "FAIL — 1 of 3 thresholds not met" in html
+    assert "Leaks across namespaces" in html and "broker-kill" in html
+
+
+def test_passwords_masked_everywhere(reported: tuple[Path, object]) -> None:
+    out, _ = reported
+    for name in ("index.html", "analysis.json"):
+        text = (out / name).read_text()
+        assert "hunter2" not in text
+        assert "bridge:***@127.0.0.1" in text
+
+
+def test_baseline_deltas_are_marked(chaos_run: Path, tmp_path: Path) -> None:
+    base = rungen.make_steady_run(tmp_path / "base", latency_ms=10.0)
+    v = build_report(chaos_run, baseline=base, out_dir=tmp_path / "out")
+    worse = {(d.item, d.metric) for d in v.deltas if d.direction == "worse"}
+    assert ("POST /stamp (http)", "p95") in worse and ("POST /stamp (http)", "error_rate") in worse
+    html = (tmp_path / "out" / "index.html").read_text()
+    assert 'id="baseline"' in html and 'class="worse"' in html
+
+
+def test_compare_directions(tmp_path: Path) -> None:
+    slow = load_summary(rungen.make_steady_run(tmp_path / "slow", latency_ms=20.0, rate=10))
+    fast = load_summary(rungen.make_steady_run(tmp_path / "fast", latency_ms=10.0, rate=20))
+    deltas = {(d.metric): d for d in compare(slow, fast) if d.section == "names"}
+    assert deltas["p95"].direction == "better" and deltas["p95"].change_pct == pytest.approx(-50.0)
+    assert deltas["throughput"].direction == "better"
+    assert deltas["error_rate"].direction == "same"
+    back = {(d.metric): d for d in compare(fast, slow) if d.section == "names"}
+    assert back["p95"].direction == "worse"
+
+
+def test_cli_report_check_compare(chaos_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(chaos_run, run_dir)
+    good = tmp_path / "good.yaml"
+    good.write_text("- p95(workflow→completed) < 400ms\n- leaked <= 1\n")
+    assert main(["report", str(run_dir), "-t", str(good), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "verdict: PASS" in out and "index.html" in out
+    assert main(["check", str(run_dir), "-t", "resilience", "-q"]) == 1  # a shipped set, by name
+    assert "verdict: FAIL" in capsys.readouterr().out
+    assert main(["check", str(run_dir), "-q"]) == 2  # scenario "test" has no shipped set
+    base = rungen.make_steady_run(tmp_path / "base")
+    assert main(["compare", str(base), str(run_dir), "-q"]) == 0
+    assert main(["compare", str(base), str(run_dir), "-q", "--fail-on-worse"]) == 1
+    assert "worse" in capsys.readouterr().out
+
+
+def test_cli_bad_input_exits_2_naming_the_file(chaos_run: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- lost == 0\n- p95(x) < 5 parsecs\n")
+    assert main(["check", str(chaos_run), "-t", str(bad), "-q"]) == 2
+    assert f"{bad}:2:" in capsys.readouterr().err.replace("\n", "")
+    assert main(["report", str(tmp_path / "absent"), "-q"]) == 2
+
+
+def test_thresholds_from_run_json(chaos_run: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(chaos_run, run_dir)
+    (run_dir / "mine.yaml").write_text("- lost(stamp) == 0\n")
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps(info | {"thresholds": "mine.yaml"}))
+    v = build_report(run_dir)
+    assert v.status == "pass" and v.results[0]["text"] == "lost(stamp) == 0"
+    assert (run_dir / "index.html").is_file()
