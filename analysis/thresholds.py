@@ -286,11 +286,11 @@ def measure(t: Threshold, a: Any) -> tuple[float | None, str]:
             return float(stats["count"]), ""
         if m == "errors":
             if t.unit == "%":
-                return stats["error_rate"], f"{stats['failures']} of {stats['count']} failed"
-            return float(stats["failures"]), f"of {stats['count']} samples"
+                return stats["error_rate"], f"{stats['failures']:,} of {stats['count']:,} failed"
+            return float(stats["failures"]), f"of {stats['count']:,} samples"
         if m == "throughput":
-            return stats["throughput"], f"{stats['ok']} ok in {stats['window_s']:.1f} s"
-        return stats[m], f"{stats['count']} samples"
+            return stats["throughput"], f"{stats['ok']:,} ok in {stats['window_s']:.1f} s"
+        return stats[m], f"{stats['count']:,} samples"
     if m in CATEGORIES:
         loss = a.loss
         if not loss.available:
@@ -300,8 +300,8 @@ def measure(t: Threshold, a: Any) -> tuple[float | None, str]:
             return None, f"no ledger or truth items of kind {t.argument!r}"
         whole = loss.denominator(m, t.argument)
         if t.unit == "%":
-            return percent(n, whole), f"{n} of {whole}"
-        return float(n), f"of {whole}"
+            return percent(n, whole), f"{n:,} of {whole:,}"
+        return float(n), f"of {whole:,}"
     if m in ("recovery", "first_success", "fault_errors"):
         faults = a.faults
         if faults.empty:
