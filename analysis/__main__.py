@@ -26,8 +26,8 @@ threshold files (YAML, one check per line):
   - p95(workflow→completed) < 400ms     latency: p50 p90 p95 p99 p99.9 mean min max, service_p95 ...
   - throughput(POST /stamp) > 1000/s    successes per second
   - errors(POST /workflows) < 1%        failures, as a count or % of samples
-  - lost == 0                           loss: sent acked ok lost recovered unacknowledged
-  - duplicated(event) < 0.1%                  duplicated unexpected leaked  (argument: ledger kind)
+  - lost == 0                           loss, a count or %: sent acked ok lost recovered
+  - duplicated(event) < 0.1%            unacknowledged duplicated unexpected leaked (argument: ledger kind)
   - recovery(broker-kill) < 2s          faults: recovery first_success fault_errors
   - burst_recovery < 5s, degradation < 50%, throughput_drop < 50%, memory_growth < 10%, lag_p95 < 100ms
 shipped sets: analysis/thresholds/*.yaml (pass a name, e.g. --thresholds flagship)

@@ -103,9 +103,15 @@ def compare(base: dict[str, Any], run: dict[str, Any]) -> list[Delta]:
     return out
 
 
-def load_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A run's summary: its analysis.json when current, else analysed afresh from the directory."""
+def load_summary(path: str | os.PathLike[str], thresholds: list[Any] | None = None) -> dict[str, Any]:
+    """A run's summary: its analysis.json when current, else analysed afresh from the directory.
+
+    Analysed afresh, it is checked against ``thresholds`` (the compared run's, so
+    the threshold deltas line up), else its own; a baseline whose own threshold
+    file is gone is compared without thresholds rather than refused.
+    """
     from analysis.analyse import JSON_VERSION, analyse
+    from analysis.thresholds import ThresholdError
 
     p = Path(path)
     js = p / "analysis.json" if p.is_dir() else p
@@ -116,7 +122,10 @@ def load_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
                 return data
         except (OSError, json.JSONDecodeError):
             pass  # damaged or stale: analyse the raw data instead
-    return analyse(p).summary()
+    try:
+        return analyse(p, thresholds).summary()
+    except ThresholdError:
+        return analyse(p, []).summary()
 
 
 def as_dicts(deltas: list[Delta]) -> list[dict[str, Any]]:

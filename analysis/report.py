@@ -160,7 +160,7 @@ def build_report(
     deltas: list[Delta] = []
     if baseline is not None:
         step("comparing with the baseline")
-        base = load_summary(baseline)
+        base = load_summary(baseline, [r.threshold for r in a.results])
         deltas = compare(base, summary)
         summary["baseline"] = {"run_dir": str(baseline), "run_id": base.get("run", {}).get("run_id"),
                                "deltas": as_dicts(deltas)}

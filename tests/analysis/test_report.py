@@ -56,9 +56,14 @@ def test_passwords_masked_everywhere(reported: tuple[Path, object]) -> None:
 
 def test_baseline_deltas_are_marked(chaos_run: Path, tmp_path: Path) -> None:
     base = rungen.make_steady_run(tmp_path / "base", latency_ms=10.0)
-    v = build_report(chaos_run, baseline=base, out_dir=tmp_path / "out")
+    thresholds = tmp_path / "t.yaml"
+    thresholds.write_text("- p95(POST /stamp) < 100ms\n")
+    v = build_report(chaos_run, thresholds=thresholds, baseline=base, out_dir=tmp_path / "out")
     worse = {(d.item, d.metric) for d in v.deltas if d.direction == "worse"}
     assert ("POST /stamp (http)", "p95") in worse and ("POST /stamp (http)", "error_rate") in worse
+    # the baseline is checked against the same thresholds, so their values compare too
+    (t,) = [d for d in v.deltas if d.section == "thresholds"]
+    assert (t.base, t.run, t.direction) == (10.0, 1000.0, "worse")
     html = (tmp_path / "out" / "index.html").read_text()
     assert 'id="baseline"' in html and 'class="worse"' in html
 

@@ -159,3 +159,13 @@ def test_optional_parts_may_be_absent(chaos_run: Path, tmp_path: Path) -> None:
     (run_dir / "chaos.jsonl").unlink()
     run = load_run(run_dir)
     assert run.ledger is None and run.truth is None and run.journal.empty
+
+
+def test_samples_without_rows_are_refused(tmp_path: Path) -> None:
+    from analysis.analyse import analyse
+
+    rundir.write_run_info(tmp_path, rungen.run_info())
+    (tmp_path / "samples").mkdir()
+    pq.write_table(rundir.SAMPLES_SCHEMA.empty_table(), tmp_path / "samples" / "empty.parquet")
+    with pytest.raises(RunDirError, match=r"samples: no sample rows"):
+        analyse(tmp_path)
