@@ -132,6 +132,7 @@ def render_html(summary: dict[str, Any], chart_uris: dict[str, str], deltas: lis
         marks=marks,
         changed=changed,
         deltas=deltas or [],
+        max_panels=charts.MAX_LATENCY_PANELS,
     )
 
 
