@@ -54,6 +54,11 @@ def test_report_renders_in_chromium(chaos_run: Path, tmp_path: Path) -> None:
             overflow = page.evaluate("document.documentElement.scrollWidth")
             assert overflow <= 1366
             assert page.locator("#baseline .worse").count() > 0
+            assert page.locator("#names .worse").count() > 0  # deltas marked in the per-name table
+            # every table fits a laptop screen without scrolling sideways
+            wide = page.evaluate("[...document.querySelectorAll('.wrap')]"
+                                 ".filter(e => e.scrollWidth > e.clientWidth).map(e => e.parentElement.id)")
+            assert wide == []
             shot = tmp_path / "report.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 50_000
