@@ -12,12 +12,12 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from analysis.report import print_verdict
 from analysis.rundir import RunDirError
 from analysis.thresholds import METRICS, ThresholdError
 
@@ -35,9 +35,6 @@ shipped sets: analysis/thresholds/*.yaml (pass a name, e.g. --thresholds flagshi
 exit codes: 0 pass, 1 a threshold failed, 2 bad input
 """
 
-STATUS_STYLE = {"pass": "bold green", "fail": "bold red", "no data": "bold red"}
-
-
 @contextmanager
 def progress(console: Console, enabled: bool) -> Iterator[Callable[[str], None]]:
     """A spinner line naming the current step (loading samples, drawing charts...)."""
@@ -48,26 +45,6 @@ def progress(console: Console, enabled: bool) -> Iterator[Callable[[str], None]]
                   transient=True) as p:
         task = p.add_task("starting", total=None)
         yield lambda label: p.update(task, description=label)
-
-
-def verdict_table(results: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("threshold")
-    table.add_column("measured", justify="right")
-    table.add_column("limit", justify="right")
-    table.add_column("verdict")
-    table.add_column("detail", style="dim")
-    for r in results:
-        table.add_row(r["text"], r["measured_display"], f"{r['op']} {r['limit_display']}",
-                      f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]", r["detail"])
-    return table
-
-
-def print_verdict(console: Console, status: str, results: list[dict[str, Any]]) -> None:
-    if results:
-        console.print(verdict_table(results, "thresholds"))
-    style = {"pass": "bold green", "fail": "bold red"}.get(status, "bold yellow")
-    console.print(f"verdict: [{style}]{status.upper()}[/]")
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:

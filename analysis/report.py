@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from rich.console import Console
+from rich.table import Table
 
 from analysis import charts
 from analysis.analyse import Analysis, analyse
@@ -45,6 +47,37 @@ class Verdict:
     @property
     def exit_code(self) -> int:
         return 0 if self.passed else 1
+
+    def print(self, console: Console | None = None) -> None:
+        """The verdict table and the report's path, as ``python -m analysis report`` prints them."""
+        console = console or Console()
+        print_verdict(console, self.status, self.results)
+        if self.report_path is not None:
+            console.print(f"report: {self.report_path}")
+
+
+STATUS_STYLE = {"pass": "bold green", "fail": "bold red", "no data": "bold red"}
+
+
+def verdict_table(results: list[dict[str, Any]], title: str = "thresholds") -> Table:
+    """One row per threshold: text, measured, limit, verdict, detail (rich)."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("threshold")
+    table.add_column("measured", justify="right")
+    table.add_column("limit", justify="right")
+    table.add_column("verdict")
+    table.add_column("detail", style="dim")
+    for r in results:
+        table.add_row(r["text"], r["measured_display"], f"{r['op']} {r['limit_display']}",
+                      f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]", r["detail"])
+    return table
+
+
+def print_verdict(console: Console, status: str, results: list[dict[str, Any]]) -> None:
+    if results:
+        console.print(verdict_table(results))
+    style = {"pass": "bold green", "fail": "bold red"}.get(status, "bold yellow")
+    console.print(f"verdict: [{style}]{status.upper()}[/]")
 
 
 # --------------------------------------------------------------------------

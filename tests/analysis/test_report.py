@@ -114,3 +114,13 @@ def test_thresholds_from_run_json(chaos_run: Path, tmp_path: Path) -> None:
     v = build_report(run_dir)
     assert v.status == "pass" and v.results[0]["text"] == "lost(stamp) == 0"
     assert (run_dir / "index.html").is_file()
+
+
+def test_verdict_prints_like_the_cli(reported: tuple[Path, object]) -> None:
+    from rich.console import Console
+
+    _, v = reported
+    console = Console(record=True, width=200)
+    v.print(console)
+    text = console.export_text()
+    assert "recovery(broker-kill) <= 2s" in text and "verdict: FAIL" in text and "index.html" in text
