@@ -242,6 +242,9 @@ class BatchWriter:
 
     def add(self, **row: Any) -> None:
         """Add one row given as keyword arguments (every column of the schema)."""
+        missing = [n for n in self._names if n not in row]
+        if missing:
+            raise ValueError(f"{self.folder} row lacks columns {missing}")
         with self._lock:
             for n in self._names:
                 self._columns[n].append(row[n])
