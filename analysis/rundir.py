@@ -242,12 +242,14 @@ class BatchWriter:
 
     def add(self, **row: Any) -> None:
         """Add one row given as keyword arguments (every column of the schema)."""
-        missing = [n for n in self._names if n not in row]
-        if missing:
-            raise ValueError(f"{self.folder} row lacks columns {missing}")
+        try:
+            values = [row[n] for n in self._names]
+        except KeyError:
+            missing = [n for n in self._names if n not in row]
+            raise ValueError(f"{self.folder} row lacks columns {missing}") from None
         with self._lock:
-            for n in self._names:
-                self._columns[n].append(row[n])
+            for n, v in zip(self._names, values):
+                self._columns[n].append(v)
             full = len(self._columns[self._names[0]]) >= self.batch_rows
         if full:
             self.flush()
