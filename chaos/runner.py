@@ -52,6 +52,7 @@ class FaultRun:
         self._observers: list[threading.Thread] = []
         self._heal_started = threading.Event()
         self._finish_lock = threading.Lock()
+        self._restart_returned: float | None = None
 
     @classmethod
     def planned(cls, planned: PlannedFault, fault_id: str, resolver: Resolver, journal: FaultJournal,
@@ -70,6 +71,8 @@ class FaultRun:
             self.record.started_at = time.time()
             self.active.add(self.record.fault_id, self._entry())
             start = time.monotonic()
+            if self.ft.heal is None and self._observable():
+                self._observe(self._watch_restart, start)  # down and back within the inject itself
             self.token = self.ft.inject(self.target, self.params, self.record.fault_id) or {}
             self.record.observed["inject_ms"] = round((time.monotonic() - start) * 1000, 3)
             self.active.add(self.record.fault_id, self._entry())
@@ -81,13 +84,12 @@ class FaultRun:
             return False
         self.log(f"  + {self.record.name}: {self.record.target_kind} {self.target_name} {self.record.action} "
                  f"{_short(self.params)} ({self.record.observed['inject_ms']:.1f} ms)")
-        if self._observable():
-            self._observe(self._watch_down, start)
         if self.ft.heal is None:  # a restart: over as soon as it returned
             self.record.healed_at, self.healed = time.time(), True
             self.record.outcome = "healed"
-            self._heal_started.set()
-            self._observe(self._watch_up, time.monotonic())
+            self._restart_returned = time.monotonic()
+        elif self._observable():
+            self._observe(self._watch_down, start)
         return True
 
     def heal(self) -> None:
@@ -150,6 +152,25 @@ class FaultRun:
             if self._heal_started.is_set() and self.ft.heal is not None:
                 return
             time.sleep(0.005)
+
+    def _watch_restart(self, since: float) -> None:
+        """Down during the restart (from its start), answering again (from when it returned)."""
+        deadline = since + OBSERVE_DOWN_S
+        while self._answers():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.002)
+        self.record.observed["down_after_s"] = round(time.monotonic() - since, 4)
+        deadline = since + OBSERVE_UP_S
+        while not self._answers():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+        answered = time.monotonic()
+        while self._restart_returned is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self._restart_returned is not None:
+            self.record.observed["answered_after_s"] = round(max(0.0, answered - self._restart_returned), 4)
 
     def _watch_up(self, since: float) -> None:
         deadline = since + OBSERVE_UP_S
