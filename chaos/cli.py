@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--run-dir", help="where chaos.jsonl goes (default reports/<time>-chaos-<name>)")
     run.add_argument("--dry-run", action="store_true", help="validate and print the fault plan only")
     run.add_argument("--json", action="store_true", help="print the result as JSON at the end")
-    lst = sub.add_parser("list", help="shipped experiments and fault types")
+    sub.add_parser("list", help="shipped experiments and fault types")
     heal = sub.add_parser("heal", help="undo everything bridgestorm injected")
     for p in (run, heal):
         p.add_argument("--state", help="stack state file (default $BRIDGESTORM_STATE or .bridgestorm/stack.json)")

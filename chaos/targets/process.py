@@ -8,7 +8,6 @@ someone else). A restart starts the process exactly as the stack did (its
 from __future__ import annotations
 
 import signal
-import time
 
 import psutil
 
@@ -156,16 +155,3 @@ def _read(state_file: StateFile):
     except FileNotFoundError as exc:
         raise ChaosRefused(f"{exc}; bridgestorm only touches processes the stack started") from None
 
-
-def reap_children() -> None:
-    """Collect exit statuses of children we started (restarted parts), so none stay zombies."""
-    for child in psutil.Process().children():
-        try:
-            if child.status() == psutil.STATUS_ZOMBIE:
-                child.wait(0)
-        except psutil.Error:
-            pass
-
-
-def _sleep(seconds: float) -> None:  # pragma: no cover - tiny helper for symmetry
-    time.sleep(seconds)
