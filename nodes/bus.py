@@ -1,28 +1,34 @@
 """Kafka access on aiokafka: the producer, explicit topic creation, and broker supervision.
 
 Why a supervisor: Tansu 0.6 does not auto-create topics, and a memory broker
-that restarts comes back with no topics, offsets or groups. aiokafka clients
-also do not always recover on their own after the whole cluster restarts. So
-each process polls the broker; whenever it was unreachable and answers again,
-or topics have gone missing, the bus ensures its topics again and bumps its
-`epoch`. Consumers rebuild themselves on a new epoch and the outbox replays
-what consumers had not yet confirmed.
+that restarts comes back with no topics, offsets or groups — yet aiokafka
+clients reconnect to it as if nothing happened, and may even commit their
+old offsets into the new, empty log. So each process must notice a broker
+*incarnation* change by itself. The first process to find the broker without
+the one-partition `bridgestorm-incarnation` topic creates it (with every
+other missing topic) and writes a random id at offset 0; every process reads
+offset 0 on each poll. A new id means a new broker: the bus bumps its
+`epoch`, consumers rebuild and read the new log from its beginning, and the
+outbox replays what consumers had not yet confirmed.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+import uuid
 from typing import Awaitable, Callable
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 log = logging.getLogger(__name__)
 
 # Largest message a node publishes or forwards (dead letters of up to a few MiB).
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+INCARNATION_TOPIC = "bridgestorm-incarnation"
 
 EpochListener = Callable[[int], Awaitable[None]]
 
@@ -53,7 +59,7 @@ class EventBus:
         *,
         partitions: int = 3,
         client_id: str = "bridgestorm",
-        supervise_interval_s: float = 0.5,
+        supervise_interval_s: float = 0.25,
     ):
         self.bootstrap_servers = bootstrap_servers
         self.topics = list(topics)
@@ -61,9 +67,11 @@ class EventBus:
         self.client_id = client_id
         self.supervise_interval_s = supervise_interval_s
         self.epoch = 0
+        self.incarnation: str | None = None
         self.reachable = False
         self.producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
+        self._marker: AIOKafkaConsumer | None = None
         self._listeners: list[EpochListener] = []
         self._supervisor: asyncio.Task | None = None
 
@@ -87,6 +95,13 @@ class EventBus:
         await self.ensure_topics()
         self.producer = self._new_producer()
         await start_with_retry(self.producer.start, "producer", wait_s)
+        self._marker = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers, client_id=f"{self.client_id}-incarnation",
+            enable_auto_commit=False, request_timeout_ms=3000, metadata_max_age_ms=2000,
+        )
+        await start_with_retry(self._marker.start, "incarnation reader", wait_s)
+        self._marker.assign([TopicPartition(INCARNATION_TOPIC, 0)])
+        self.incarnation = await self._read_incarnation(wait_s)
         self.reachable = True
         self._supervisor = asyncio.create_task(self._supervise(), name="bus-supervisor")
 
@@ -98,50 +113,87 @@ class EventBus:
         """Create the topics that are missing; returns the ones created."""
         assert self._admin is not None
         existing = set(await asyncio.wait_for(self._admin.list_topics(), 5))
-        missing = [t for t in self.topics if t not in existing]
-        if missing:
+        wanted = {t: self.partitions for t in self.topics} | {INCARNATION_TOPIC: 1}
+        missing = [t for t in wanted if t not in existing]
+        for topic in missing:
             try:
-                await self._admin.create_topics(
-                    [NewTopic(t, num_partitions=self.partitions, replication_factor=1) for t in missing]
-                )
+                await self._admin.create_topics([NewTopic(topic, num_partitions=wanted[topic], replication_factor=1)])
             except TopicAlreadyExistsError:
                 pass  # another process won the race
+        if missing:
             log.info("created topics %s", missing)
         return missing
+
+    async def _read_incarnation(self, wait_s: float = 5.0) -> str:
+        """The id at offset 0 of the incarnation topic, written by whoever finds it empty."""
+        assert self._marker is not None and self.producer is not None
+        tp = TopicPartition(INCARNATION_TOPIC, 0)
+        deadline = time.monotonic() + wait_s
+        while True:
+            self._marker.seek(tp, 0)
+            records = (await self._marker.getmany(tp, timeout_ms=500, max_records=1)).get(tp, [])
+            if records and records[0].offset == 0:
+                return records[0].value.decode()
+            end = await asyncio.wait_for(self._marker.end_offsets([tp]), 5)
+            if end.get(tp, 0) == 0:
+                await self.producer.send_and_wait(INCARNATION_TOPIC, uuid.uuid4().hex.encode())
+            if time.monotonic() > deadline:
+                raise asyncio.TimeoutError("the broker's incarnation id could not be read")
 
     async def _supervise(self) -> None:
         while True:
             await asyncio.sleep(self.supervise_interval_s)
             try:
-                created = await self.ensure_topics()
+                await self.ensure_topics()
+                if self.producer is None:
+                    producer = self._new_producer()
+                    await asyncio.wait_for(producer.start(), 5)
+                    self.producer = producer
+                incarnation = await self._read_incarnation()
             except (KafkaError, OSError, asyncio.TimeoutError) as exc:
                 if self.reachable:
                     log.warning("broker unreachable: %r", exc)
-                self.reachable = False
+                    self.reachable = False
+                    # what the producer still holds must not reach a broker that may come back empty
+                    # ahead of the outbox's ordered replay; the outbox sends it again
+                    old, self.producer = self.producer, None
+                    if old is not None:
+                        try:
+                            await _abandon(old)
+                        except Exception:
+                            log.warning("old producer did not close cleanly", exc_info=True)
                 continue
             except Exception:  # keep supervising whatever happens
                 log.exception("broker supervision failed")
                 continue
-            came_back = not self.reachable
-            self.reachable = True
-            if came_back or created:
+            if incarnation != self.incarnation:
+                self.incarnation = incarnation
                 self.epoch += 1
-                log.warning("broker epoch %d (came back: %s, topics recreated: %s)", self.epoch, came_back, created)
-                for listener in self._listeners:
+                log.warning("new broker incarnation %s: epoch %d", incarnation, self.epoch)
+                # batches the old producer still holds would reach the new log out of order
+                await self.rebuild_producer(deliver_pending=False)
+                for listener in self._listeners:  # before `reachable`: the replay goes out before newer events
                     try:
                         await listener(self.epoch)
                     except Exception:
                         log.exception("epoch listener failed")
+            if not self.reachable:
+                log.warning("broker reachable again (incarnation %s)", incarnation)
+            self.reachable = True
 
-    async def rebuild_producer(self) -> None:
-        """Replace a producer that stopped making progress."""
+    async def rebuild_producer(self, deliver_pending: bool = True) -> None:
+        """Replace a producer that stopped making progress, or that served an old broker incarnation."""
         old, self.producer = self.producer, self._new_producer()
         if old is not None:
             try:
-                await asyncio.wait_for(old.stop(), 5)
+                if deliver_pending:
+                    await asyncio.wait_for(old.stop(), 5)
+                else:
+                    await _abandon(old)
             except Exception:
                 log.debug("old producer did not stop cleanly", exc_info=True)
         await start_with_retry(self.producer.start, "producer", 30)
+
 
     async def publish(self, topic: str, key: str, value: bytes, timeout_s: float = 10.0):
         """Publish one message and wait for the broker's acknowledgement."""
@@ -151,10 +203,25 @@ class EventBus:
     async def stop(self) -> None:
         if self._supervisor:
             self._supervisor.cancel()
-        for client in (self.producer, self._admin):
+        for client in (self.producer, self._marker, self._admin):
             if client is None:
                 continue
             try:
-                await asyncio.wait_for(client.stop() if client is self.producer else client.close(), 5)
+                await asyncio.wait_for(client.close() if client is self._admin else client.stop(), 5)
             except Exception:
                 log.debug("client did not stop cleanly", exc_info=True)
+
+
+async def _abandon(producer: AIOKafkaProducer) -> None:
+    """Close a producer without delivering the batches it still holds.
+
+    aiokafka's `stop()` flushes pending batches first, which after a broker
+    restart would deliver stale events into the new log ahead of the outbox's
+    ordered replay. There is no public call for this, so we fail the pending
+    batches and stop the sender through aiokafka's internals (0.12–0.14).
+    """
+    producer._closed = True
+    producer._message_accumulator.fail_all(KafkaConnectionError("abandoned: the broker is a new incarnation"))
+    if producer._sender is not None:
+        await asyncio.wait_for(producer._sender.close(), 2)
+    await asyncio.wait_for(producer.client.close(), 2)

@@ -4,13 +4,22 @@ Each batch: every message that is not a valid envelope goes to the
 `dead_letters` table and the dead-letter topic with its reason; the valid
 ones are de-duplicated on `event_id` against `processed_events` (the
 consumer's receipts, also what the outbox reads to know an event was
-confirmed) and handed to the node's handler, all in one transaction; only
-then are the offsets committed. A batch whose transaction fails is retried
-as it is, so per-key order holds.
+confirmed) and handed to the node's handler; and the consumer's next offsets
+are stored in `consumer_offsets` — all in one transaction. A batch whose
+transaction fails is retried as it is, so per-key order holds.
 
-The consumer rebuilds its aiokafka client on a new broker epoch (see
-`nodes.bus`) and when it stalls: no records while the broker holds data past
-its position.
+Why offsets live in PostgreSQL and not (only) in Kafka: a memory broker that
+restarts comes back with an empty log, and an aiokafka client that has not
+noticed yet may commit its old offsets into it, which would make the next
+consumer skip the replayed events. Positions are therefore stored per broker
+incarnation (see `nodes.bus`) and every partition assignment seeks to the
+stored position of the current incarnation, or to the beginning of a new
+log. The Kafka group is named after the incarnation too (`<group>.<id>`), so
+a stale client never holds up a rebalance of the new one. Offsets are still
+committed to Kafka afterwards, for tools that show lag.
+
+The consumer rebuilds its aiokafka client on a new broker epoch and when it
+stalls: no records while the broker holds data past its position.
 """
 from __future__ import annotations
 
@@ -22,7 +31,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from nodes.bus import MAX_MESSAGE_BYTES, EventBus, start_with_retry
@@ -57,6 +66,27 @@ class ConsumerStats:
     last_batch_at: float = 0.0
 
 
+class _SeekToStoredOffsets(ConsumerRebalanceListener):
+    """On every assignment, continue from the positions stored for this broker incarnation."""
+
+    def __init__(self, owner: "BatchConsumer", consumer: AIOKafkaConsumer):
+        self.owner = owner
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        if not assigned:
+            return
+        stored = await self.owner.stored_offsets()
+        for tp in assigned:
+            if (tp.topic, tp.partition) in stored:
+                self.consumer.seek(tp, stored[(tp.topic, tp.partition)])
+            else:
+                await self.consumer.seek_to_beginning(tp)
+
+
 class BatchConsumer:
     def __init__(
         self,
@@ -85,18 +115,44 @@ class BatchConsumer:
         self.stats = ConsumerStats()
         self._consumer: AIOKafkaConsumer | None = None
         self._rebuild = asyncio.Event()
+        self._rebuild_reason = ""
+        self._epoch = 0
+        self._incarnation = ""
         self._stopping = False
         self._task: asyncio.Task | None = None
         bus.on_new_epoch(self._on_epoch)
 
     async def _on_epoch(self, epoch: int) -> None:
+        self._rebuild_reason = f"new broker incarnation (epoch {epoch})"
         self._rebuild.set()
 
+    def kafka_group_id(self) -> str:
+        """The Kafka group: one per broker incarnation, when positions are kept in PostgreSQL.
+
+        A client of the old incarnation that reconnected to the new broker may sit in the
+        group, and a rebalance would wait for it; a group of the new incarnation starts clean.
+        """
+        if self.pool is None or not self._incarnation:
+            return self.group_id
+        return f"{self.group_id}.{self._incarnation[:8]}"
+
+    async def stored_offsets(self) -> dict[tuple[str, int], int]:
+        """Next offsets per (topic, partition) stored for the broker incarnation in use."""
+        if self.pool is None:
+            return {}
+        rows = await self.pool.fetch(
+            "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer = $1 AND incarnation = $2",
+            self.group_id,
+            self._incarnation,
+        )
+        return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+
     def _new_consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
-            *self.topics,
+        # a client belongs to one broker epoch; its positions are stored under that incarnation
+        self._epoch, self._incarnation = self.bus.epoch, self.bus.incarnation or ""
+        consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bus.bootstrap_servers,
-            group_id=self.group_id,
+            group_id=self.kafka_group_id(),
             client_id=f"{self.group_id}-consumer",
             auto_offset_reset="earliest",  # a restarted memory broker has lost the group's offsets
             enable_auto_commit=False,
@@ -106,6 +162,10 @@ class BatchConsumer:
             heartbeat_interval_ms=1000,
             metadata_max_age_ms=5000,
         )
+        # without a database (the re-introspection consumer) Kafka's committed offsets are used
+        listener = _SeekToStoredOffsets(self, consumer) if self.pool is not None else None
+        consumer.subscribe(self.topics, listener=listener)
+        return consumer
 
     async def start(self, wait_s: float = 30.0) -> None:
         self._consumer = self._new_consumer()
@@ -126,7 +186,7 @@ class BatchConsumer:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             try:
-                await asyncio.wait_for(consumer.stop(), 5)
+                await asyncio.wait_for(consumer.stop(), 2)
             except Exception:
                 log.debug("consumer did not stop cleanly", exc_info=True)
 
@@ -161,11 +221,16 @@ class BatchConsumer:
         while not self._stopping:
             if self._rebuild.is_set():
                 self._rebuild.clear()
-                await self._rebuild_consumer("new broker epoch")
+                await self._rebuild_consumer(self._rebuild_reason)
                 idle_since = time.monotonic()
             assert self._consumer is not None
             try:
-                batch = await self._consumer.getmany(timeout_ms=self.timeout_ms, max_records=self.max_records)
+                # bounded: during a rebalance getmany waits for an assignment, and a rebuild must not wait
+                batch = await asyncio.wait_for(
+                    self._consumer.getmany(timeout_ms=self.timeout_ms, max_records=self.max_records), 1.0
+                )
+            except asyncio.TimeoutError:
+                continue
             except KafkaError as exc:
                 log.warning("consumer %s fetch failed: %r", self.group_id, exc)
                 await asyncio.sleep(0.2)
@@ -177,15 +242,24 @@ class BatchConsumer:
                     suspect = suspect + 1 if await self._stalled() else 0
                     if suspect >= 2:
                         suspect = 0
+                        self._rebuild_reason = "stalled: the broker holds records past our position"
                         self._rebuild.set()
                 continue
             idle_since = time.monotonic()
             suspect = 0
+            if not self.bus.reachable or self.bus.epoch != self._epoch:
+                # The broker went away (maybe to come back empty) or is a new incarnation: do not
+                # apply what a client of the old one fetched — its positions may point into the middle
+                # of the new log. Step back; the rebuilt client reads from the stored positions.
+                for tp, tp_records in batch.items():
+                    self._consumer.seek(tp, tp_records[0].offset)
+                await asyncio.sleep(0.05)
+                continue
             await self._process(records)
             try:
-                await self._consumer.commit()
-            except KafkaError as exc:
-                # the batch is applied; a redelivery is de-duplicated
+                await asyncio.wait_for(self._consumer.commit(), 2)
+            except (KafkaError, asyncio.TimeoutError) as exc:
+                # the batch is applied and its positions stored; a redelivery is de-duplicated
                 log.warning("consumer %s commit failed: %r", self.group_id, exc)
 
     async def _process(self, records: list[ConsumerRecord]) -> None:
@@ -201,7 +275,7 @@ class BatchConsumer:
         delay = 0.1
         while True:
             try:
-                applied = await self._apply(valid, invalid)
+                applied = await self._apply(records, valid, invalid)
                 if self.after_commit is not None:
                     self.after_commit()
                 break
@@ -222,7 +296,9 @@ class BatchConsumer:
         s.largest_batch = max(s.largest_batch, len(records))
         s.last_batch_at = time.time()
 
-    async def _apply(self, valid: list[Received], invalid: list[tuple[ConsumerRecord, str]]) -> int:
+    async def _apply(
+        self, records: list[ConsumerRecord], valid: list[Received], invalid: list[tuple[ConsumerRecord, str]]
+    ) -> int:
         if self.pool is None:
             await self.handler(None, valid)
             return len(valid)
@@ -251,6 +327,21 @@ class BatchConsumer:
                             fresh.append(rec)
                 if fresh:
                     await self.handler(conn, fresh)
+                next_offsets: dict[tuple[str, int], int] = {}
+                for r in records:
+                    key = (r.topic, r.partition)
+                    next_offsets[key] = max(next_offsets.get(key, 0), r.offset + 1)
+                await conn.execute(
+                    "INSERT INTO consumer_offsets AS c (consumer, incarnation, topic, partition, next_offset)"
+                    " SELECT $1, $2, t, p, o FROM unnest($3::text[], $4::int[], $5::bigint[]) AS x(t, p, o)"
+                    " ON CONFLICT (consumer, incarnation, topic, partition) DO UPDATE"
+                    " SET next_offset = GREATEST(c.next_offset, EXCLUDED.next_offset), updated_at = clock_timestamp()",
+                    self.group_id,
+                    self._incarnation,
+                    [k[0] for k in next_offsets],
+                    [k[1] for k in next_offsets],
+                    list(next_offsets.values()),
+                )
                 return len(fresh)
 
     async def _forward_dead_letter(self, r: ConsumerRecord, reason: str) -> None:

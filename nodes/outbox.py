@@ -3,11 +3,17 @@
 A node never publishes to Kafka directly: it adds the event to `outbox` in
 the same transaction as its own rows, so an acknowledged request can never
 lose its events when the broker is down. The relay publishes rows in id
-order (so per-key order holds), marks them sent on the broker's ack, and a
-confirmation sweep marks them confirmed once every consumer group that must
-consume them has a receipt in `processed_events`. When the broker comes back
-(a memory broker comes back empty), everything sent but not confirmed is
-replayed; consumers are idempotent, so a replay is safe.
+order, marks them sent on the broker's ack, and a confirmation sweep marks
+them confirmed once every consumer group that must consume them has a
+receipt in `processed_events`. When the broker comes back as a new
+incarnation (a memory broker comes back empty), everything sent but not
+confirmed is replayed; consumers are idempotent, so a replay is safe.
+
+Per-key order: a pass of the relay sends at most one event per key, so a
+key's next event goes out only after the broker acknowledged the one before
+(otherwise a failed send followed by a successful one would reorder them);
+and the relay holds back while the broker is unreachable, so a replay after
+a restart goes out before anything newer.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import logging
 import time
 
 import asyncpg
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from nodes.bus import EventBus
 from nodes.config import Topics, required_consumers
@@ -40,7 +46,6 @@ class Outbox:
         self.failures = 0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._idle = asyncio.Event()
         bus.on_new_epoch(self._replay_on_epoch)
 
     async def add(self, conn: asyncpg.Connection, topic: str, key: str, envelope: OnexEnvelopeV1) -> None:
@@ -94,8 +99,12 @@ class Outbox:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
+            if not self.bus.reachable:
+                self._wake.set()
+                await asyncio.sleep(0.1)
+                continue
             try:
-                while await self._relay_batch() == RELAY_BATCH:
+                while await self._relay_batch() > 0:
                     pass
                 delay = 0.05
             except (KafkaError, OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -109,27 +118,28 @@ class Outbox:
 
     async def _relay_batch(self) -> int:
         rows = await self.pool.fetch(
-            "SELECT id, topic, key, value FROM outbox WHERE producer = $1 AND sent_at IS NULL ORDER BY id LIMIT $2",
+            "SELECT * FROM (SELECT DISTINCT ON (key) id, topic, key, value FROM outbox"
+            "  WHERE producer = $1 AND sent_at IS NULL ORDER BY key, id) AS first_per_key"
+            " ORDER BY id LIMIT $2",
             self.producer_id,
             RELAY_BATCH,
         )
         if not rows:
             return 0
         producer = self.bus.producer
-        assert producer is not None
+        if producer is None:
+            raise KafkaConnectionError("no producer: the broker is away")
+        epoch = self.bus.epoch
         futures = []
         for row in rows:
             futures.append(await producer.send(row["topic"], row["value"], key=row["key"].encode()))
         results = await asyncio.gather(*(asyncio.wait_for(f, 10) for f in futures), return_exceptions=True)
-        # Only the run before the first failure counts as sent: later rows are sent again,
-        # so per-key order holds (a consumer drops the duplicates).
-        sent_ids = []
-        first_error: BaseException | None = None
-        for row, result in zip(rows, results):
-            if isinstance(result, BaseException):
-                first_error = result
-                break
-            sent_ids.append(row["id"])
+        if self.bus.epoch != epoch:
+            # the broker changed incarnation under this pass: its acks may be for a log that is gone
+            return len(rows)
+        sent_ids = [row["id"] for row, result in zip(rows, results) if not isinstance(result, BaseException)]
+        errors = [result for result in results if isinstance(result, BaseException)]
+        first_error = errors[0] if errors else None
         if sent_ids:
             await self.pool.execute(
                 "UPDATE outbox SET sent_at = clock_timestamp(), attempts = attempts + 1 WHERE id = ANY($1::bigint[])",

@@ -55,7 +55,7 @@ def configure_logging(node_id: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # connection errors flood; nodes.bus reports the broker state
 
 
 def json_error(status: int, message: str, **extra: Any) -> web.Response:
