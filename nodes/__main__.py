@@ -22,6 +22,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         broker_runtime=args.broker_runtime,
         nodes=args.nodes.split(",") if args.nodes else StackOptions().nodes,
         heartbeat_interval_s=args.heartbeat_interval,
+        proxies=not args.no_proxy,
     )
     try:
         state = up(options, progress=lambda msg: console.print(f"[dim]•[/dim] {msg}"))
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the broker as a local process (default) or a Docker container")
     p.add_argument("--nodes", help=f"comma-separated node kinds to start (default: all of {','.join(NODE_KINDS)})")
     p.add_argument("--heartbeat-interval", type=float, default=10.0, help="seconds between node heartbeats")
+    p.add_argument("--no-proxy", action="store_true",
+                   help="connect nodes to the broker and database directly, without Toxiproxy in between")
     p.set_defaults(func=_cmd_up)
 
     p = sub.add_parser("status", help="health of every part of the running stack (exit 3 if any is not up)")

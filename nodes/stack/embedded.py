@@ -1,5 +1,11 @@
 """The embedded stack: broker, PostgreSQL and the six nodes on loopback, from pip-installed parts.
 
+By default the nodes reach the broker and the database through a Toxiproxy
+server (the real `toxiproxy-server` when on PATH, else bridgestorm's own, see
+`chaos.proxy_server`), with proxies named `broker` and `postgres`, so the
+chaos module can degrade those links. The broker advertises its proxy's
+address, or clients would bypass it. `proxies=False` connects directly.
+
 `up()` starts what is needed, waits until every part answers its health
 check, records everything in the state file and returns; the processes keep
 running until `down()`. With `KAFKA_BOOTSTRAP_SERVERS` or `DATABASE_URL` (or
@@ -50,6 +56,7 @@ class StackOptions:
     heartbeat_interval_s: float = 10.0
     node_env: dict[str, str] = field(default_factory=dict)  # extra environment for every node
     ready_timeout_s: float = 60.0
+    proxies: bool = True  # put a Toxiproxy server in front of the broker and the database
 
 
 def _external(var: str) -> str | None:
@@ -96,28 +103,30 @@ def up(options: StackOptions | None = None, progress: Progress = lambda msg: Non
 
 
 def _start_infrastructure(state: StackState, options: StackOptions, stack_dir: Path, progress: Progress) -> None:
+    proxy = _start_proxy_server(state, stack_dir, progress) if options.proxies else None
+
     bootstrap = _external("KAFKA_BOOTSTRAP_SERVERS")
     if bootstrap:
         progress(f"broker: external {bootstrap}")
-    elif options.broker_runtime == "docker":
-        from nodes.stack.docker_broker import BrokerContainer, ensure_broker_image
+    elif options.broker_runtime in ("process", "docker"):
+        port = free_port()
+        advertised = port
+        if proxy:
+            advertised = _proxy_port(proxy.create_proxy("broker", "127.0.0.1:0", f"127.0.0.1:{port}"))
+        where = f"127.0.0.1:{port}" + (f", reached through proxy 127.0.0.1:{advertised}" if proxy else "")
+        if options.broker_runtime == "docker":
+            from nodes.stack.docker_broker import BrokerContainer, ensure_broker_image
 
-        port = free_port()
-        progress(f"broker: Tansu container on 127.0.0.1:{port}")
-        ensure_broker_image()
-        container = BrokerContainer.start(port=port, name=f"bridgestorm-broker-{secrets.token_hex(3)}")
-        state.parts["broker"] = Part(
-            name="broker",
-            kind="container",
-            address=f"127.0.0.1:{port}",
-            health=f"tcp://127.0.0.1:{port}",
-            container_id=container.id,
-        )
-        bootstrap = f"127.0.0.1:{port}"
-    elif options.broker_runtime == "process":
-        port = free_port()
-        progress(f"broker: Tansu process on 127.0.0.1:{port}")
-        state.parts["broker"] = start_broker_process(stack_dir, port)
+            progress(f"broker: Tansu container on {where}")
+            ensure_broker_image()
+            container = BrokerContainer.start(port=port, name=f"bridgestorm-broker-{secrets.token_hex(3)}",
+                                              advertised_port=advertised)
+            state.parts["broker"] = Part(name="broker", kind="container", address=f"127.0.0.1:{advertised}",
+                                         health=f"tcp://127.0.0.1:{port}", container_id=container.id,
+                                         extra={"listen_port": port})
+        else:
+            progress(f"broker: Tansu process on {where}")
+            state.parts["broker"] = start_broker_process(stack_dir, port, advertised)
         bootstrap = state.parts["broker"].address
     else:
         raise StackError(f"unknown broker runtime {options.broker_runtime!r}: use 'process' or 'docker'")
@@ -127,10 +136,35 @@ def _start_infrastructure(state: StackState, options: StackOptions, stack_dir: P
         progress(f"database: external {mask_url(database_url)}")
     else:
         port = free_port()
-        progress(f"database: PostgreSQL on 127.0.0.1:{port}")
         part, database_url = start_postgres(stack_dir, port)
         state.parts["postgres"] = part
+        if proxy:
+            proxied = _proxy_port(proxy.create_proxy("postgres", "127.0.0.1:0", f"127.0.0.1:{port}"))
+            database_url = database_url.replace(f":{port}/", f":{proxied}/")
+            progress(f"database: PostgreSQL on 127.0.0.1:{port}, reached through proxy 127.0.0.1:{proxied}")
+        else:
+            progress(f"database: PostgreSQL on 127.0.0.1:{port}")
     state.env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATABASE_URL": database_url})
+
+
+def _start_proxy_server(state: StackState, stack_dir: Path, progress: Progress):
+    from chaos.proxy_server import server_argv, wait_until_answering
+    from chaos.toxiproxy_client import ToxiproxyClient
+
+    listen = f"127.0.0.1:{free_port()}"
+    url = f"http://{listen}"
+    spec = LaunchSpec(argv=server_argv(listen), cwd=str(Path(__file__).resolve().parents[2]),
+                      log=str(stack_dir / "logs" / "proxy.log"))
+    proc = launch(spec)
+    state.parts["proxy"] = process_part("proxy", url, f"{url}/version", spec, proc)
+    wait_until_answering(url, timeout=15)
+    state.env["TOXIPROXY_URL"] = url
+    progress(f"proxy: Toxiproxy API on {url}")
+    return ToxiproxyClient(url)
+
+
+def _proxy_port(proxy: dict) -> int:
+    return int(proxy["listen"].rsplit(":", 1)[1])
 
 
 def _start_nodes(state: StackState, options: StackOptions, stack_dir: Path, progress: Progress) -> None:
@@ -185,7 +219,7 @@ def down(state_path: str | None = None, progress: Progress = lambda msg: None) -
     state = state_file.read()
     stopped = []
     # nodes first (they drain their outboxes), then the broker, then the database
-    order = [n for n in state.parts if n not in ("broker", "postgres", "proxy")] + ["broker", "proxy", "postgres"]
+    order = [n for n in state.parts if n not in ("broker", "postgres", "proxy")] + ["broker", "postgres", "proxy"]
     for name in order:
         part = state.parts.get(name)
         if part is None:
