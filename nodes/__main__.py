@@ -87,6 +87,14 @@ def _cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nodes.demo import run_demo
+
+    return run_demo(Path(args.reports), say=lambda msg: console.print(f"[dim]•[/dim] {msg}"))
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from nodes.config import Settings
     from nodes.kinds import NODE_KINDS
@@ -131,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("down", help="stop exactly what `up` started")
     p.set_defaults(func=_cmd_down)
+
+    p = sub.add_parser("demo", help="start the stack, drive one workflow, stamp and registration through the bus, "
+                       "write reports/<run-id>/ with its report, stop the stack")
+    p.add_argument("--reports", default="reports", help="where run directories go (default: %(default)s)")
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("run", help="run one node in the foreground, configured from the environment")
     p.add_argument("kind", choices=sorted(NODE_KINDS))

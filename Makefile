@@ -1,0 +1,37 @@
+# The two set-up commands of the README, and a few more. Each creates and uses
+# the project's own virtual environment (.venv) on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: report test demo up down benchmarks clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+## the main job: embedded stack, traffic through the bus, report in reports/<run-id>/
+report: $(VENV)/.installed
+	$(PY) -m nodes demo
+
+## the test suite, against the real embedded stack (and Docker, where it answers)
+test: $(VENV)/.installed
+	$(PY) -m pytest -p no:cacheprovider -q -rfEs
+
+demo: report
+
+up: $(VENV)/.installed
+	$(PY) -m nodes up
+
+down: $(VENV)/.installed
+	$(PY) -m nodes down
+
+benchmarks: $(VENV)/.installed
+	$(PY) benchmarks/nodes_targets.py
+	$(PY) benchmarks/proxy_overhead.py
+	$(PY) benchmarks/analysis_speed.py
+
+clean:
+	rm -rf $(VENV) .bridgestorm .pytest_cache
