@@ -1,0 +1,194 @@
+"""The nodes' targets (issue: bridge nodes), measured on one embedded stack in one run.
+
+Prints one table: `nodes up` ready time; workflow end to end at a fixed
+200 workflows/s (latency from each request's *intended* start, so a stalled
+submitter cannot hide latency); query by hash; the database adapter at a
+fixed 6,000 events/s (throughput and lag, read back from `event_logs`);
+BLAKE3 of 1 MiB. Everything is colocated on this machine, as the targets say.
+
+    .venv/bin/python benchmarks/nodes_targets.py [--seconds 10]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+import uuid
+
+import aiohttp
+import asyncpg
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from blake3 import blake3
+from rich.console import Console
+from rich.table import Table
+
+from nodes.config import Topics
+from nodes.envelope import EventType, InvalidEnvelope, new_envelope, parse_envelope
+from nodes.stack.embedded import StackOptions, down, up
+
+console = Console()
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+async def workflows_at_fixed_rate(env: dict, rate: float, seconds: float) -> tuple[list[float], int]:
+    """Submit at `rate`/s; end to end = WORKFLOW_COMPLETED seen on the bus − intended start."""
+    topics = Topics()
+    consumer = AIOKafkaConsumer(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], enable_auto_commit=False,
+                                fetch_max_wait_ms=5)
+    await consumer.start()
+    tps = [TopicPartition(topics.workflow, p) for p in consumer.partitions_for_topic(topics.workflow)]
+    consumer.assign(tps)
+    await consumer.seek_to_end(*tps)
+    for tp in tps:
+        await consumer.position(tp)
+    intended: dict[uuid.UUID, float] = {}
+    latencies: list[float] = []
+    failures = 0
+
+    async def observe(until: float) -> None:
+        while time.monotonic() < until and (len(latencies) < len(intended) or not intended):
+            batch = await consumer.getmany(timeout_ms=20)
+            now = time.perf_counter()
+            for records in batch.values():
+                for r in records:
+                    try:
+                        e = parse_envelope(r.value)
+                    except InvalidEnvelope:
+                        continue
+                    if e.event_type == EventType.WORKFLOW_COMPLETED and e.correlation_id in intended:
+                        latencies.append((now - intended[e.correlation_id]) * 1000)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=500)) as http:
+        observer = asyncio.create_task(observe(time.monotonic() + seconds + 20))
+        start = time.perf_counter()
+        tasks = []
+
+        async def submit(at: float) -> None:
+            nonlocal failures
+            correlation = uuid.uuid4()
+            intended[correlation] = at
+            async with http.post(f"{env['ORCHESTRATOR_URL']}/workflows",
+                                 json={"content": f"bench {correlation}", "namespace": "bench",
+                                       "correlation_id": str(correlation)}) as resp:
+                if resp.status != 202:
+                    failures += 1
+                    intended.pop(correlation)
+
+        n = int(rate * seconds)
+        for i in range(n):
+            at = start + i / rate
+            delay = at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(submit(at)))
+        await asyncio.gather(*tasks)
+        await observer
+    await consumer.stop()
+    return latencies, failures + (len(intended) - len(latencies))
+
+
+async def query_by_hash(env: dict, count: int) -> list[float]:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{env['STAMPING_URL']}/stamp", json={"content": "query me", "namespace": "bench"}) as r:
+            file_hash = (await r.json())["file_hash"]
+        latencies = []
+        for _ in range(count):
+            t0 = time.perf_counter()
+            async with http.get(f"{env['STAMPING_URL']}/stamp/{file_hash}", params={"namespace": "bench"}) as r:
+                await r.read()
+            latencies.append((time.perf_counter() - t0) * 1000)
+    return latencies
+
+
+async def adapter_at_fixed_rate(env: dict, rate: float, seconds: float) -> tuple[float, list[float], int]:
+    """Publish `rate` events/s to a topic only the database adapter consumes; read throughput and lag back."""
+    topics = Topics()
+    namespace = f"bench-{uuid.uuid4().hex[:6]}"
+    producer = AIOKafkaProducer(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], acks="all", linger_ms=2)
+    await producer.start()
+    n = int(rate * seconds)
+    start = time.perf_counter()
+    pending = []
+    for i in range(n):
+        at = start + i / rate
+        delay = at - time.perf_counter()
+        if delay > 0.002:
+            await asyncio.sleep(delay)
+        env_ = new_envelope(EventType.METADATA_STAMPED, {"i": i}, source_node_id="bench", namespace=namespace)
+        pending.append(await producer.send(topics.stamped, env_.to_bytes(), key=str(i % 64).encode()))
+    await asyncio.gather(*pending)
+    await producer.stop()
+    pool = await asyncpg.create_pool(env["DATABASE_URL"], min_size=1, max_size=2)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        stored = await pool.fetchval("SELECT count(*) FROM event_logs WHERE namespace = $1", namespace)
+        if stored >= n:
+            break
+        await asyncio.sleep(0.2)
+    row = await pool.fetchrow(
+        "SELECT count(*) AS n, extract(epoch FROM max(inserted_at) - min(inserted_at)) AS span"
+        " FROM event_logs WHERE namespace = $1", namespace)
+    lags = [r["lag"] for r in await pool.fetch(
+        "SELECT extract(epoch FROM inserted_at - event_time) * 1000 AS lag FROM event_logs WHERE namespace = $1",
+        namespace)]
+    await pool.close()
+    throughput = row["n"] / float(row["span"]) if row["span"] else float("nan")
+    return throughput, [float(x) for x in lags], n - row["n"]
+
+
+def blake3_1mib(runs: int = 300) -> list[float]:
+    data = os.urandom(1024 * 1024)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        blake3(data, max_threads=blake3.AUTO).hexdigest()
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each fixed-rate phase")
+    args = parser.parse_args()
+    state_path = os.path.join(tempfile.mkdtemp(prefix="bridgestorm-bench-"), "stack.json")
+    t0 = time.perf_counter()
+    state = up(StackOptions(state_path=state_path), progress=lambda m: console.print(f"[dim]• {m}[/dim]"))
+    ready_s = time.perf_counter() - t0
+    try:
+        console.print(f"[dim]• workflows at 200/s for {args.seconds:.0f}s[/dim]")
+        wf, wf_failed = asyncio.run(workflows_at_fixed_rate(state.env, 200, args.seconds))
+        console.print("[dim]• 2000 queries by hash[/dim]")
+        q = asyncio.run(query_by_hash(state.env, 2000))
+        console.print(f"[dim]• database adapter at 6000 events/s for {args.seconds:.0f}s[/dim]")
+        tput, lags, missing = asyncio.run(adapter_at_fixed_rate(state.env, 6000, args.seconds))
+    finally:
+        down(state_path)
+    b3 = blake3_1mib()
+    table = Table(title="bridge nodes: targets on this machine (everything colocated)")
+    for col in ("measure", "value", "target", "met"):
+        table.add_column(col)
+
+    def row(name: str, value: float, unit: str, target: float, below: bool = True) -> None:
+        met = value < target if below else value >= target
+        table.add_row(name, f"{value:,.1f} {unit}", f"{'<' if below else '≥'} {target:,.0f} {unit}",
+                      "[green]yes[/]" if met else "[red]no[/]")
+
+    row("nodes up: ready", ready_s, "s", 10)
+    row(f"workflow end to end p99 @200/s (n={len(wf)}, lost {wf_failed})", pct(wf, 99), "ms", 100)
+    table.add_row("  p50 / p95", f"{pct(wf, 50):.1f} / {pct(wf, 95):.1f} ms", "", "")
+    row("query by hash p99", pct(q, 99), "ms", 5)
+    row(f"database adapter throughput (missing {missing})", tput, "events/s", 5000, below=False)
+    row("database adapter lag p95", pct(lags, 95), "ms", 100)
+    row("BLAKE3 of 1 MiB (median)", statistics.median(b3), "ms", 2)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
