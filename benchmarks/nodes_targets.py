@@ -21,11 +21,12 @@ import uuid
 import aiohttp
 import asyncpg
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from blake3 import blake3
 from rich.console import Console
 from rich.table import Table
 
+from nodes.bus import assign_at_end
 from nodes.config import Topics
 from nodes.envelope import EventType, InvalidEnvelope, new_envelope, parse_envelope
 from nodes.stack.embedded import StackOptions, down, up
@@ -43,11 +44,7 @@ async def workflows_at_fixed_rate(env: dict, rate: float, seconds: float) -> tup
     consumer = AIOKafkaConsumer(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], enable_auto_commit=False,
                                 fetch_max_wait_ms=5)
     await consumer.start()
-    tps = [TopicPartition(topics.workflow, p) for p in consumer.partitions_for_topic(topics.workflow)]
-    consumer.assign(tps)
-    await consumer.seek_to_end(*tps)
-    for tp in tps:
-        await consumer.position(tp)
+    await assign_at_end(consumer, [topics.workflow])
     intended: dict[uuid.UUID, float] = {}
     latencies: list[float] = []
     failures = 0

@@ -225,3 +225,16 @@ async def _abandon(producer: AIOKafkaProducer) -> None:
     if producer._sender is not None:
         await asyncio.wait_for(producer._sender.close(), 2)
     await asyncio.wait_for(producer.client.close(), 2)
+
+
+async def assign_at_end(consumer: AIOKafkaConsumer, topics: list[str]) -> None:
+    """Assign every partition of `topics` (no group) and start at their current end.
+
+    Positions are resolved before returning, so nothing published afterwards is
+    missed: what observers (tests, the demo, benchmarks) need to wait for a result.
+    """
+    tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or []]
+    consumer.assign(tps)
+    await consumer.seek_to_end(*tps)
+    for tp in tps:
+        await consumer.position(tp)

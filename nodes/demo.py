@@ -18,7 +18,9 @@ from typing import Callable
 
 import aiohttp
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from nodes.bus import assign_at_end
 
 from nodes.config import Topics
 from nodes.envelope import EventType, InvalidEnvelope, OnexEnvelopeV1, new_envelope, parse_envelope
@@ -36,11 +38,7 @@ class _Waiter:
 
     async def start(self) -> None:
         await self.consumer.start()
-        tps = [TopicPartition(t, p) for t in self.topics for p in self.consumer.partitions_for_topic(t) or []]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_end(*tps)
-        for tp in tps:
-            await self.consumer.position(tp)
+        await assign_at_end(self.consumer, self.topics)
 
     async def wait(self, correlation_id: uuid.UUID, event_type: EventType, timeout_s: float = 10.0) -> OnexEnvelopeV1:
         deadline = time.monotonic() + timeout_s

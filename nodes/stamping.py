@@ -31,6 +31,14 @@ def hash_content(data: bytes) -> tuple[str, float]:
 
 
 def _content_bytes(body: dict) -> bytes | web.Response:
+    """The decoded content of a request body, or the 413/422 response that says what is wrong."""
+    data = _decode_content(body)
+    if isinstance(data, bytes) and len(data) > MAX_CONTENT_BYTES:
+        return json_error(413, f"content is {len(data)} bytes, the limit is {MAX_CONTENT_BYTES}")
+    return data
+
+
+def _decode_content(body: dict) -> bytes | web.Response:
     content = body.get("content")
     if not isinstance(content, str):
         return json_error(422, "field 'content' is required and must be a string")
@@ -75,8 +83,6 @@ class StampingNode(Node):
         data = _content_bytes(body)
         if isinstance(data, web.Response):
             return data
-        if len(data) > MAX_CONTENT_BYTES:
-            return json_error(413, f"content is {len(data)} bytes, the limit is {MAX_CONTENT_BYTES}")
         digest, took_ms = hash_content(data)
         return web.json_response({"file_hash": digest, "hash_time_ms": took_ms, "size_bytes": len(data)})
 
@@ -85,8 +91,6 @@ class StampingNode(Node):
         data = _content_bytes(body)
         if isinstance(data, web.Response):
             return data
-        if len(data) > MAX_CONTENT_BYTES:
-            return json_error(413, f"content is {len(data)} bytes, the limit is {MAX_CONTENT_BYTES}")
         namespace = body.get("namespace", "default")
         content_type = body.get("content_type", "application/octet-stream")
         metadata = body.get("metadata", {})

@@ -9,7 +9,9 @@ import aiohttp
 import asyncpg
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from nodes.bus import assign_at_end
 
 from nodes.config import Topics
 from nodes.envelope import OnexEnvelopeV1, parse_envelope, InvalidEnvelope
@@ -30,11 +32,7 @@ class BusWatcher:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                                           max_partition_fetch_bytes=4 * 1024 * 1024)
         await self._consumer.start()
-        tps = [TopicPartition(t, p) for t in self.topics for p in self._consumer.partitions_for_topic(t) or []]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_end(*tps)
-        for tp in tps:  # resolve positions now, so nothing published after start() is missed
-            await self._consumer.position(tp)
+        await assign_at_end(self._consumer, self.topics)
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:

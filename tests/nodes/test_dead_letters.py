@@ -5,7 +5,9 @@ import os
 import uuid
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
+
+from nodes.bus import assign_at_end
 
 from nodes.config import GROUP_DB_ADAPTER, GROUP_REDUCER
 from nodes.envelope import EventType, new_envelope
@@ -36,11 +38,7 @@ async def test_malformed_messages_are_dead_lettered_and_consumers_keep_going(pro
     dl_consumer = AIOKafkaConsumer(bootstrap_servers=stack.env["KAFKA_BOOTSTRAP_SERVERS"],
                                    max_partition_fetch_bytes=4 * 1024 * 1024, enable_auto_commit=False)
     await dl_consumer.start()
-    tps = [TopicPartition(topics.dead_letter, p) for p in dl_consumer.partitions_for_topic(topics.dead_letter)]
-    dl_consumer.assign(tps)
-    await dl_consumer.seek_to_end(*tps)
-    for tp in tps:
-        await dl_consumer.position(tp)
+    await assign_at_end(dl_consumer, [topics.dead_letter])
     before = await db.fetchval("SELECT coalesce(max(id), 0) FROM dead_letters")
     key = f"dlq-{marker}".encode()
     for value, _ in bad:
