@@ -1,0 +1,33 @@
+"""Where the stack is: environment variables first, else the stack's state file.
+
+Users read this at start, in every process, so a worker finds the same
+stack as its master (an embedded stack's state file is passed to workers
+through Locust's custom options).
+"""
+from __future__ import annotations
+
+import os
+
+KEYS = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "ORCHESTRATOR_URL", "STAMPING_URL", "REGISTRY_URL",
+        "DATABASE_ADAPTER_URL", "INTELLIGENCE_URL", "REDUCER_URL", "TOXIPROXY_URL")
+
+
+def stack_env(state_path: str | None = None) -> dict[str, str]:
+    """The stack's addresses: the state file's env, overridden by the same names set in the environment."""
+    env: dict[str, str] = {}
+    from nodes.stack.state import StateFile
+
+    sf = StateFile(state_path)
+    if sf.exists():
+        env.update(sf.read().env)
+    for k in KEYS:
+        if os.environ.get(k):
+            env[k] = os.environ[k]
+    return env
+
+
+def require(env: dict[str, str], key: str) -> str:
+    if not env.get(key):
+        raise RuntimeError(f"{key} is unknown: start the stack (`python -m nodes up`, or --stack embedded) "
+                           "or set it in the environment")
+    return env[key]

@@ -1,0 +1,71 @@
+"""The drain step: after the load, read what the system under test stored into ``truth/``.
+
+Only this run's namespace is read, so earlier runs on the same database are
+neither counted as lost nor as unexpected. The drain waits until the counts
+stop changing (the nodes finish their backlog) or the drain period ends.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import asyncpg
+
+from analysis import rundir
+
+# kind -> query returning (item_id, namespace, count) for namespace $1
+QUERIES: dict[str, tuple[str, str]] = {
+    "workflow": ("workflow_executions", """
+        SELECT w.workflow_id::text, w.namespace,
+               GREATEST(1, (SELECT count(*) FROM event_logs e
+                            WHERE e.event_type = 'WORKFLOW_COMPLETED' AND e.namespace = w.namespace
+                              AND e.key = w.workflow_id::text))::bigint
+        FROM workflow_executions w WHERE w.namespace = $1"""),
+    "stamp": ("metadata_stamps",
+              "SELECT file_hash, namespace, count(*)::bigint FROM metadata_stamps WHERE namespace = $1 "
+              # a workflow's own stamp (the orchestrator's) is part of that workflow, not a stamp the load sent
+              "AND NOT (metadata ? 'workflow_id') GROUP BY file_hash, namespace"),
+    "introspection": ("node_registrations",
+                      "SELECT node_id, namespace, 1::bigint FROM node_registrations WHERE namespace = $1"),
+    "event": ("event_logs",
+              "SELECT event_id::text, namespace, 1::bigint FROM event_logs "
+              "WHERE namespace = $1 AND event_type = 'NODE_HEARTBEAT'"),
+}
+
+
+async def read_truth(database_url: str, namespace: str, kinds: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every stored item of ``namespace`` as truth rows."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows: list[dict[str, Any]] = []
+        for kind, (source, query) in QUERIES.items():
+            if kinds is not None and kind not in kinds:
+                continue
+            for item_id, ns, count in await conn.fetch(query, namespace):
+                rows.append({"kind": kind, "item_id": item_id, "namespace": ns, "count": count, "source": source})
+        return rows
+    finally:
+        await conn.close()
+
+
+async def drain_and_read(database_url: str, namespace: str, drain_s: float, kinds: list[str] | None = None,
+                         settle_s: float = 1.5) -> list[dict[str, Any]]:
+    """Poll until the truth has not changed for ``settle_s`` (at most ``drain_s``), then return it."""
+    deadline = time.monotonic() + drain_s
+    last: list[dict[str, Any]] | None = None
+    stable_since = time.monotonic()
+    while True:
+        rows = await read_truth(database_url, namespace, kinds)
+        key = sorted((r["kind"], r["item_id"], r["count"]) for r in rows)
+        if last is None or key != last:
+            last, stable_since = key, time.monotonic()
+        elif time.monotonic() - stable_since >= settle_s:
+            return rows
+        if time.monotonic() >= deadline:
+            return rows
+        await asyncio.sleep(0.3)
+
+
+def write(run_dir: str, rows: list[dict[str, Any]]) -> None:
+    rundir.write_truth(run_dir, rows)

@@ -1,0 +1,92 @@
+"""NodeUser: each user is a simulated bridge node on the bus.
+
+It introspects on start and waits for its registration, re-sending the same
+event (same event id, same correlation id) until it sees it, as a real node
+must when the bus loses a message; then it heartbeats, and introspects again
+whenever the registry asks (REGISTRY_REQUEST_INTROSPECTION).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+import uuid
+import weakref
+
+import gevent.event
+from locust import task
+
+from locustfiles.support.base import KafkaUser
+from locustfiles.support.context import option
+from nodes.envelope import EventType
+
+_ids = itertools.count()
+_nodes: "weakref.WeakSet[NodeUser]" = weakref.WeakSet()
+_listening: set[int] = set()
+
+
+def _reintrospect_all(envelope: dict) -> None:
+    """Runs in gevent for every REGISTRY_REQUEST_INTROSPECTION: every live node of this process answers."""
+    for node in list(_nodes):
+        node.reintrospect.set()
+
+
+class NodeUser(KafkaUser):
+    """A simulated node: register (with re-sends), heartbeat, answer re-introspection requests."""
+
+    node_type: str = "effect"
+    heartbeat_interval_s: float = 1.0
+    register_timeout_s: float = 5.0
+    register_attempts: int = 5
+
+    def on_start(self) -> None:
+        super().on_start()
+        # unique across every process and machine of the run: namespace, host, pid, counter
+        self.node_id = f"{self.ctx.namespace}-{socket.gethostname()}-{os.getpid()}-{next(_ids)}"
+        self.started = time.monotonic()
+        self.reintrospect = gevent.event.Event()
+        self.heartbeat_interval_s = float(option(self.environment, "heartbeat", self.heartbeat_interval_s))
+        _nodes.add(self)
+        if id(self.bus) not in _listening:
+            _listening.add(id(self.bus))
+            self.bus.observer.on(EventType.REGISTRY_REQUEST_INTROSPECTION.value, _reintrospect_all)
+        self.registered = self.register()
+
+    def on_stop(self) -> None:
+        _nodes.discard(self)
+
+    def register(self) -> bool:
+        """Introspect until NODE_REGISTERED with our correlation id is seen (each wait is one e2e sample)."""
+        event_id, corr = str(uuid.uuid4()), str(uuid.uuid4())
+        payload = {
+            "node_id": self.node_id,
+            "node_type": self.node_type,
+            "capabilities": {"load": True, "simulated": True},
+            "endpoints": {"health": f"http://127.0.0.1/{self.node_id}/health"},
+        }
+        for _ in range(self.register_attempts):
+            result = self.publish_and_wait(
+                self.bus.topics.introspection, EventType.NODE_INTROSPECTION, payload, key=self.node_id,
+                source=self.node_id, expect=[EventType.NODE_REGISTERED.value], e2e_name="introspection→registered",
+                correlation_id=corr, event_id=event_id, ledger=("introspection", self.node_id),
+                timeout=self.register_timeout_s,
+            )
+            if result is not None:
+                return True
+        return False
+
+    @task
+    def heartbeat(self) -> None:
+        ts_intended = self.intended()
+        if self.reintrospect.is_set():
+            self.reintrospect.clear()
+            self.registered = self.register()
+        self.publish(
+            self.bus.topics.heartbeat, EventType.NODE_HEARTBEAT,
+            {"node_id": self.node_id, "uptime_s": round(time.monotonic() - self.started, 3), "active_operations": 0},
+            key=self.node_id, source=self.node_id, ts_intended=ts_intended,
+        )
+        if ts_intended is None:
+            # wake early when the registry asks for a re-introspection
+            self.reintrospect.wait(self.heartbeat_interval_s)

@@ -1,0 +1,73 @@
+"""WorkflowUser: submits workflows (202), follows them to completion on the bus and through GET.
+
+``workflow→completed`` runs from the submit to the WORKFLOW_COMPLETED event
+with our correlation id (WORKFLOW_FAILED or a timeout is a failure). The
+workflow id is chosen here, so the ledger knows it even when no 202 came back.
+"""
+from __future__ import annotations
+
+import random
+import time
+import uuid
+
+from locust import FastHttpUser, task
+
+from locustfiles.support.base import BridgeMixin, wait_e2e
+from locustfiles.support.context import option
+from locustfiles.support.kafka import bus
+from locustfiles.support.stackenv import require
+from nodes.envelope import EventType
+
+
+class WorkflowUser(BridgeMixin, FastHttpUser):
+    """Submit (POST /workflows), wait for completion on the bus, confirm with GET /workflows/{id}."""
+
+    abstract = False
+    intelligence_ratio: float = 0.5  # share of workflows that call the intelligence service
+    check_with_get: bool = True
+    e2e_timeout_s: float = 15.0
+    host = "http://127.0.0.1"  # replaced by the stack's ORCHESTRATOR_URL at start
+
+    def on_start(self) -> None:
+        self.bridge_start()
+        self.base = require(self.ctx.env, "ORCHESTRATOR_URL").rstrip("/")
+        ratio = option(self.environment, "intelligence")
+        if ratio is not None:
+            self.intelligence_ratio = float(ratio)
+        self.bus = bus(require(self.ctx.env, "KAFKA_BOOTSTRAP_SERVERS"))
+
+    @task
+    def workflow(self) -> None:
+        ts_intended = self.intended()
+        workflow_id, corr = str(uuid.uuid4()), str(uuid.uuid4())
+        use_intelligence = random.random() < self.intelligence_ratio
+        waiting = self.bus.observer.expect(corr, [EventType.WORKFLOW_COMPLETED.value],
+                                           [EventType.WORKFLOW_FAILED.value])
+        ts = time.time()
+        t0 = time.perf_counter()
+        acked = False
+        body = {"content": f"load {workflow_id}", "namespace": self.ctx.namespace,
+                "use_intelligence": use_intelligence, "workflow_id": workflow_id, "correlation_id": corr}
+        with self.client.post(f"{self.base}/workflows", json=body, name="POST /workflows", catch_response=True,
+                              context={"ts_start": ts, "key": corr, "ts_intended": ts_intended}) as resp:
+            if resp.status_code != 202:
+                resp.failure(f"status {resp.status_code}: {(resp.text or '')[:200]}")
+            else:
+                acked = True
+                resp.success()
+        self.ledger("workflow", workflow_id, ts, acked)
+        name = "workflow→completed"
+        result = wait_e2e(self, self.bus, waiting, corr, name, ts, t0, ts_intended, self.e2e_timeout_s,
+                          error=None if acked else "workflow not accepted")
+        if result is not None and self.check_with_get:
+            with self.client.get(f"{self.base}/workflows/{workflow_id}", name="GET /workflows/{id}",
+                                 catch_response=True, context={"ts_start": time.time(), "key": corr}) as resp:
+                state = None
+                try:
+                    state = resp.json().get("state")
+                except Exception:  # noqa: BLE001
+                    pass
+                if resp.status_code != 200 or state != "completed":
+                    resp.failure(f"status {resp.status_code}, state {state!r}")
+                else:
+                    resp.success()
