@@ -33,6 +33,9 @@ class BridgeMixin:
         self.ctx = run_context(self.environment)
         rate = float(option(self.environment, "rate", 0) or 0)
         self.pacer = Pacer(rate) if rate > 0 else None
+        e2e_timeout = float(option(self.environment, "e2e_timeout", 0) or 0)
+        if e2e_timeout > 0:
+            self.e2e_timeout_s = e2e_timeout
 
     def intended(self) -> float | None:
         """In fixed-rate mode, wait for this request's slot and return its intended start; else None."""
@@ -136,8 +139,12 @@ def wait_e2e(user: BridgeMixin, b: Bus, waiting: Any, corr: str, e2e_name: str, 
     """Shared by Kafka and HTTP users: wait on the observer, fire one ``e2e`` request."""
     result = None
     if error is None:
+        # the timeout counts from the start of the flow, not from when this greenlet began to wait
+        remaining = max(0.0, timeout - (time.perf_counter() - t0))
         try:
-            result = waiting.wait(timeout)
+            result = waiting.wait(remaining)
+            if waiting.done_at - t0 > timeout:
+                result, error = None, f"no result event within {timeout:g} s"
         except BridgeTimeout:
             error = f"no result event within {timeout:g} s"
         except Exception as exc:  # noqa: BLE001 - a failure event

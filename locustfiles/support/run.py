@@ -63,6 +63,8 @@ def add_options(parser: Any) -> None:
                    "before reading the truth")
     g.add_argument("--rate", type=float, default=0.0, include_in_web_ui=True,
                    help="fixed-rate mode: requests/s per user; records intended start times")
+    g.add_argument("--e2e-timeout", type=float, default=0.0,
+                   help="seconds to wait for a result event (0: each user's default); a timeout is a failure")
     g.add_argument("--heartbeat", type=float, default=1.0, help="NodeUser heartbeat interval (s)")
     g.add_argument("--intelligence", type=float, default=0.5, help="share of workflows using intelligence")
     g.add_argument("--stamp-sizes", default="256,4096,65536", help="stamp content sizes in bytes")

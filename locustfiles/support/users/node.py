@@ -46,6 +46,8 @@ class NodeUser(KafkaUser):
         self.node_id = f"{self.ctx.namespace}-{socket.gethostname()}-{os.getpid()}-{next(_ids)}"
         self.started = time.monotonic()
         self.reintrospect = gevent.event.Event()
+        if float(option(self.environment, "e2e_timeout", 0) or 0) > 0:
+            self.register_timeout_s = self.e2e_timeout_s
         self.heartbeat_interval_s = float(option(self.environment, "heartbeat", self.heartbeat_interval_s))
         _nodes.add(self)
         if id(self.bus) not in _listening:
