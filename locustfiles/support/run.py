@@ -71,6 +71,13 @@ def add_options(parser: Any) -> None:
     g.add_argument("--namespace", default="", help="tenant for everything sent (default bs-<run-id>)")
     g.add_argument("--no-report", action="store_true", default=False, help="skip the drain and the report")
     g.add_argument("--burst", type=int, default=100, help="BurstShape / BurstRecoveryShape: users at once")
+    g.add_argument("--shape-users", type=int, default=0, help="Sustained/Step: users; BurstRecovery: baseline")
+    g.add_argument("--shape-rate", type=float, default=0.0, help="SustainedShape: spawn rate")
+    g.add_argument("--shape-duration", type=float, default=0.0, help="SustainedShape: seconds")
+    g.add_argument("--shape-burst-at", type=float, default=0.0, help="BurstRecoveryShape: burst start (s)")
+    g.add_argument("--shape-burst-for", type=float, default=0.0, help="BurstRecoveryShape: burst length (s)")
+    g.add_argument("--shape-step-users", type=int, default=0, help="StepShape: users added per step")
+    g.add_argument("--shape-step-s", type=float, default=0.0, help="StepShape: seconds per step")
 
 
 def _owner(environment: Environment) -> bool:

@@ -48,7 +48,7 @@ def run_locust(stack_state_path, tmp_path):
         run_dir = tmp_path / name
         csv_prefix = tmp_path / f"{name}-locust"
         env = dict(os.environ, BRIDGESTORM_STATE=stack_state_path)
-        cmd = [LOCUST, "-f", str(ROOT / "locustfiles" / locustfile), "--headless", "--stack", "external",
+        cmd = [LOCUST, "-f", str(",".join(str(ROOT / "locustfiles" / f) if not f.startswith("locustfiles/") else str(ROOT / f) for f in locustfile.split(","))), "--headless", "--stack", "external",
                "--stack-state", stack_state_path, "--run-dir", str(run_dir), "--json-file", str(csv_prefix),
                "--only-summary", "--drain", "5", *args]
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
