@@ -144,6 +144,9 @@ def on_init(environment: Environment, **_: Any) -> None:
         opts.run_dir = str(REPO / "reports" / new_run_id(STATE.scenario))
     STATE.run_dir = opts.run_dir
     Path(STATE.run_dir).mkdir(parents=True, exist_ok=True)
+    if not getattr(opts, "html_file", None):  # Locust's own HTML report, into the run directory's locust/
+        (Path(STATE.run_dir) / "locust").mkdir(exist_ok=True)
+        opts.html_file = str(Path(STATE.run_dir) / "locust" / "report.html")
     _resolve_stack(environment)
     rundir.write_run_info(STATE.run_dir, _run_info(environment))
     from locustfiles.support import webui
@@ -228,6 +231,21 @@ def _wait_for_samples(environment: Environment, timeout: float = 30.0) -> int:
         gevent.sleep(0.2)
 
 
+def _write_locust_stats(environment: Environment) -> None:
+    """Locust's own totals as CSV next to its HTML report (its rounded view, kept for comparison)."""
+    import csv
+
+    from locust import stats as lstats
+
+    out = Path(STATE.run_dir) / "locust"
+    out.mkdir(exist_ok=True)
+    writer = lstats.StatsCSV(environment, lstats.PERCENTILES_TO_REPORT)
+    with open(out / "stats.csv", "w", newline="") as f:
+        writer.requests_csv(csv.writer(f))
+    with open(out / "failures.csv", "w", newline="") as f:
+        writer.failures_csv(csv.writer(f))
+
+
 def on_quitting(environment: Environment, **_: Any) -> None:
     for ctx in context.current():
         ctx.recorder.flush()
@@ -240,6 +258,7 @@ def on_quitting(environment: Environment, **_: Any) -> None:
         if STATE.started_at is None:
             return  # nothing was run
         _wait_for_samples(environment)
+        _write_locust_stats(environment)
         env = context.stackenv.stack_env(STATE.stack_state)
         opts = environment.parsed_options
         namespace = option(environment, "namespace") or context.namespace_for(STATE.run_dir)
