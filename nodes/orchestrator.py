@@ -199,17 +199,18 @@ class OrchestratorNode(Node):
         assert self.pool is not None and self.outbox is not None
         async with self.pool.acquire() as conn:
             async with conn.transaction():
-                row = await conn.fetchrow("SELECT * FROM workflows WHERE workflow_id = $1 FOR UPDATE", workflow_id)
-                from_state, sequence = row["state"], row["sequence"] + 1
-                sets = ", ".join(f"{name} = ${i + 4}" for i, name in enumerate(fields))
+                # one round trip: lock the row, remember where it came from, move it on
+                sets = ", ".join(f"{name} = ${i + 3}" for i, name in enumerate(fields))
                 row = await conn.fetchrow(
-                    f"UPDATE workflows SET state = $2, sequence = $3, updated_at = clock_timestamp()"
-                    f"{', ' + sets if sets else ''} WHERE workflow_id = $1 RETURNING *",
+                    "WITH old AS (SELECT state, sequence FROM workflows WHERE workflow_id = $1 FOR UPDATE)"
+                    " UPDATE workflows w SET state = $2, sequence = old.sequence + 1, updated_at = clock_timestamp()"
+                    f"{', ' + sets if sets else ''} FROM old WHERE w.workflow_id = $1"
+                    " RETURNING w.*, old.state AS from_state",
                     workflow_id,
                     to_state,
-                    sequence,
                     *fields.values(),
                 )
+                from_state, sequence = row["from_state"], row["sequence"]
                 common = dict(source_node_id=self.settings.node_id, namespace=row["namespace"],
                               correlation_id=row["correlation_id"])
                 payload = {"workflow_id": str(workflow_id), "from_state": from_state, "to_state": to_state,

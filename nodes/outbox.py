@@ -9,11 +9,12 @@ receipt in `processed_events`. When the broker comes back as a new
 incarnation (a memory broker comes back empty), everything sent but not
 confirmed is replayed; consumers are idempotent, so a replay is safe.
 
-Per-key order: a pass of the relay sends at most one event per key, so a
-key's next event goes out only after the broker acknowledged the one before
-(otherwise a failed send followed by a successful one would reorder them);
-and the relay holds back while the broker is unreachable, so a replay after
-a restart goes out before anything newer.
+Per-key order: a pass sends rows in id order, and aiokafka keeps the order of
+sends within a partition while it retries; only the run of rows before the
+first failure counts as sent, so a failed row and everything after it are
+sent again (consumers drop the duplicates). The relay holds back while the
+broker is unreachable (and `nodes.bus` drops what the old producer still
+held), so a replay after a restart goes out before anything newer.
 """
 from __future__ import annotations
 
@@ -104,7 +105,7 @@ class Outbox:
                 await asyncio.sleep(0.1)
                 continue
             try:
-                while await self._relay_batch() > 0:
+                while await self._relay_batch() == RELAY_BATCH:
                     pass
                 delay = 0.05
             except (KafkaError, OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -118,9 +119,7 @@ class Outbox:
 
     async def _relay_batch(self) -> int:
         rows = await self.pool.fetch(
-            "SELECT * FROM (SELECT DISTINCT ON (key) id, topic, key, value FROM outbox"
-            "  WHERE producer = $1 AND sent_at IS NULL ORDER BY key, id) AS first_per_key"
-            " ORDER BY id LIMIT $2",
+            "SELECT id, topic, key, value FROM outbox WHERE producer = $1 AND sent_at IS NULL ORDER BY id LIMIT $2",
             self.producer_id,
             RELAY_BATCH,
         )
@@ -137,9 +136,13 @@ class Outbox:
         if self.bus.epoch != epoch:
             # the broker changed incarnation under this pass: its acks may be for a log that is gone
             return len(rows)
-        sent_ids = [row["id"] for row, result in zip(rows, results) if not isinstance(result, BaseException)]
-        errors = [result for result in results if isinstance(result, BaseException)]
-        first_error = errors[0] if errors else None
+        sent_ids = []
+        first_error: BaseException | None = None
+        for row, result in zip(rows, results):
+            if isinstance(result, BaseException):
+                first_error = result
+                break
+            sent_ids.append(row["id"])
         if sent_ids:
             await self.pool.execute(
                 "UPDATE outbox SET sent_at = clock_timestamp(), attempts = attempts + 1 WHERE id = ANY($1::bigint[])",

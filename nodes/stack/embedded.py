@@ -22,6 +22,7 @@ import signal
 import sys
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,7 +30,7 @@ from typing import Callable
 from nodes.config import database_url_from_env, mask_url
 from nodes.kinds import NODE_KINDS
 from nodes.stack.broker import start_broker_process
-from nodes.stack.postgres import start_postgres
+from nodes.stack.postgres import postgres_url, start_postgres
 from nodes.stack.processes import (
     check_health,
     free_port,
@@ -89,20 +90,36 @@ def up(options: StackOptions | None = None, progress: Progress = lambda msg: Non
     state = StackState(run_dir=str(stack_dir), broker_runtime=options.broker_runtime, started_at=time.time())
     state_file.write(state)
     started = time.monotonic()
+    postgres: Future | None = None
     try:
-        _start_infrastructure(state, options, stack_dir, progress)
+        # PostgreSQL's initdb is the slowest step: it runs in a thread while the broker and
+        # the nodes start (nodes wait for the broker and the database by themselves)
+        postgres = _start_infrastructure(state, options, stack_dir, progress)
         state_file.write(state)
-        _start_nodes(state, options, stack_dir, progress)
+        _launch_nodes(state, options, stack_dir, progress)
         state_file.write(state)
+        if postgres is not None:
+            state.parts["postgres"] = postgres.result()
+            state_file.write(state)
+        _wait_until_ready(state, options)
     except BaseException:
         progress("start failed; stopping what was started")
+        if postgres is not None and "postgres" not in state.parts:
+            try:
+                state.parts["postgres"] = postgres.result()
+                state_file.write(state)
+            except Exception:
+                pass
         down(options.state_path)
         raise
     progress(f"stack ready in {time.monotonic() - started:.1f}s")
     return state
 
 
-def _start_infrastructure(state: StackState, options: StackOptions, stack_dir: Path, progress: Progress) -> None:
+def _start_infrastructure(
+    state: StackState, options: StackOptions, stack_dir: Path, progress: Progress
+) -> Future | None:
+    """Proxy server and broker now; PostgreSQL in the background (the returned future gives its part)."""
     proxy = _start_proxy_server(state, stack_dir, progress) if options.proxies else None
 
     bootstrap = _external("KAFKA_BOOTSTRAP_SERVERS")
@@ -131,20 +148,22 @@ def _start_infrastructure(state: StackState, options: StackOptions, stack_dir: P
     else:
         raise StackError(f"unknown broker runtime {options.broker_runtime!r}: use 'process' or 'docker'")
 
+    postgres: Future | None = None
     if _external("DATABASE_URL") or _external("POSTGRES_HOST"):
         database_url = database_url_from_env()
         progress(f"database: external {mask_url(database_url)}")
     else:
         port = free_port()
-        part, database_url = start_postgres(stack_dir, port)
-        state.parts["postgres"] = part
+        reach = port
         if proxy:
-            proxied = _proxy_port(proxy.create_proxy("postgres", "127.0.0.1:0", f"127.0.0.1:{port}"))
-            database_url = database_url.replace(f":{port}/", f":{proxied}/")
-            progress(f"database: PostgreSQL on 127.0.0.1:{port}, reached through proxy 127.0.0.1:{proxied}")
+            reach = _proxy_port(proxy.create_proxy("postgres", f"127.0.0.1:{free_port()}", f"127.0.0.1:{port}"))
+            progress(f"database: PostgreSQL on 127.0.0.1:{port}, reached through proxy 127.0.0.1:{reach}")
         else:
             progress(f"database: PostgreSQL on 127.0.0.1:{port}")
+        database_url = postgres_url(reach)
+        postgres = ThreadPoolExecutor(1, thread_name_prefix="postgres").submit(lambda: start_postgres(stack_dir, port)[0])
     state.env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATABASE_URL": database_url})
+    return postgres
 
 
 def _start_proxy_server(state: StackState, stack_dir: Path, progress: Progress):
@@ -167,7 +186,7 @@ def _proxy_port(proxy: dict) -> int:
     return int(proxy["listen"].rsplit(":", 1)[1])
 
 
-def _start_nodes(state: StackState, options: StackOptions, stack_dir: Path, progress: Progress) -> None:
+def _launch_nodes(state: StackState, options: StackOptions, stack_dir: Path, progress: Progress) -> None:
     ports = {kind: free_port() for kind in options.nodes}
     urls = {kind: f"http://127.0.0.1:{port}" for kind, port in ports.items()}
     tag = secrets.token_hex(3)
@@ -192,6 +211,10 @@ def _start_nodes(state: StackState, options: StackOptions, stack_dir: Path, prog
         state.parts[kind] = process_part(kind, urls[kind], f"{urls[kind]}/ready", spec, proc, node_id=f"{kind}-{tag}")
         state.env[_node_url_var(kind)] = urls[kind]
     progress(f"nodes: {', '.join(options.nodes)} starting")
+
+
+def _wait_until_ready(state: StackState, options: StackOptions) -> None:
+    """Until every node answers /ready; a node that exits or stays unready fails the start with its log."""
     pending = set(options.nodes)
 
     def all_ready() -> bool:

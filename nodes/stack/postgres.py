@@ -86,9 +86,13 @@ def start_postgres(stack_dir: Path, port: int, timeout_s: float = 30.0) -> tuple
     if not wait_until(lambda: tcp_answers("127.0.0.1", port) or not proc.is_running(), timeout_s) or not proc.is_running():
         raise RuntimeError(f"PostgreSQL did not start on 127.0.0.1:{port}:\n{log_tail(str(log))}")
     _create_database(bin_dir, port, user)
-    url = f"postgresql://postgres@127.0.0.1:{port}/{DATABASE}"
+    url = postgres_url(port)
     part = process_part("postgres", url, f"tcp://127.0.0.1:{port}", spec, proc, run_as=user)
     return part, url
+
+
+def postgres_url(port: int) -> str:
+    return f"postgresql://postgres@127.0.0.1:{port}/{DATABASE}"
 
 
 def _create_database(bin_dir: Path, port: int, user: str | None) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import signal
 import time
 import uuid
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -26,6 +27,17 @@ def own_stack(tmp_path_factory):
         yield state_path, state
     finally:
         down(state_path)
+
+
+def node_warnings(state, nodes=("orchestrator", "reducer", "database-adapter"), lines: int = 15) -> str:
+    """The last warnings of the nodes, to say why a run went wrong."""
+    out = []
+    for name in nodes:
+        log = Path(state.parts[name].launch.log)
+        warnings = [line for line in log.read_text(errors="replace").splitlines()
+                    if '"warning"' in line or '"error"' in line and "aiokafka" not in line]
+        out.append(f"--- {name}\n" + "\n".join(warnings[-lines:]))
+    return "\n".join(out)
 
 
 def kill_and_restart_broker(state_path: str, down_for_s: float) -> None:
@@ -84,7 +96,7 @@ async def test_broker_sigkill_mid_flow_loses_nothing(own_stack):
             "SELECT workflow_id, state, events, out_of_order FROM workflow_executions WHERE namespace = $1", namespace)
         by_id = {r["workflow_id"]: r for r in rows}
         lost = [w for w in accepted if w not in by_id or by_id[w]["state"] != "completed"]
-        assert not lost, f"{len(lost)} of {len(accepted)} acknowledged workflows never completed"
+        assert not lost, f"{len(lost)} of {len(accepted)} acknowledged workflows never completed\n{node_warnings(state)}"
         assert set(by_id) == set(accepted), "unexpected workflows stored"
         # every workflow event applied exactly once, in order
         assert all(r["events"] == 5 and r["out_of_order"] == 0 for r in rows), [
