@@ -118,12 +118,18 @@ class Recorder:
             if self._closed and not self._queue:
                 return
 
-    def flush(self, timeout: float = 60.0) -> None:
-        """Write everything buffered and wait until it is on disk (blocks; call at test stop)."""
+    def flush(self, timeout: float = 60.0, wait: bool = True) -> None:
+        """Hand everything buffered to the writer; with ``wait``, block until it is on disk.
+
+        At test stop a worker must not wait: Locust's master gives a quitting worker only
+        0.5 s to send its final statistics, and they are sent after the test_stop hooks.
+        """
         if self.samples.rows:
             self._hand_over("samples", self.samples.take())
         if self.ledger.rows:
             self._hand_over("ledger", self.ledger.take())
+        if not wait:
+            return
         deadline = time.monotonic() + timeout
         while self._queue and time.monotonic() < deadline:
             time.sleep(0.01)  # patched under gevent: yields to other greenlets

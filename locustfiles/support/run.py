@@ -136,7 +136,51 @@ def _run_info(environment: Environment) -> dict[str, Any]:
     }
 
 
+FINISH, FINISHED = "bridgestorm_finish", "bridgestorm_finished"
+
+
+def _worker_finish(environment: Environment, msg: Any, **_: Any) -> None:
+    """Worker: stop the users now and send the final statistics, then say so.
+
+    Locust's master gives quitting workers 0.5 s for their last statistics;
+    under load that is too short, and Locust's totals would miss requests the
+    samples have. Finishing before the quit makes both count the same.
+    """
+    runner = environment.runner
+    runner.stop()
+    runner._send_stats()
+    runner.send_message(FINISHED, {"samples": sum(c.recorder.samples.rows for c in context.current())})
+
+
+_finished: set[str] = set()
+
+
+def _master_finished(environment: Environment, msg: Any, **_: Any) -> None:
+    _finished.add(msg.node_id)
+
+
+def _finish_workers(environment: Environment, timeout: float = 20.0) -> None:
+    """Master at test stop: have every worker stop and report before Locust's quit."""
+    runner = environment.runner
+    clients = [c.id for c in runner.clients.all]
+    if not clients:
+        return
+    _finished.clear()
+    for cid in clients:
+        runner.send_message(FINISH, None, cid)
+    deadline = time.monotonic() + timeout
+    while not set(clients) <= _finished and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    if not set(clients) <= _finished:
+        log.warning("workers %s did not report their end within %.0f s", sorted(set(clients) - _finished), timeout)
+
+
 def on_init(environment: Environment, **_: Any) -> None:
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        runner.register_message(FINISH, _worker_finish)
+    elif isinstance(runner, MasterRunner):
+        runner.register_message(FINISHED, _master_finished)
     if not _owner(environment) or environment.parsed_options is None:
         return
     opts = environment.parsed_options
@@ -188,9 +232,11 @@ def _stop_chaos() -> None:
 def on_test_stop(environment: Environment, **_: Any) -> None:
     if _owner(environment):
         STATE.ended_at = time.time()
+        if isinstance(environment.runner, MasterRunner):
+            _finish_workers(environment)
         _stop_chaos()
     for ctx in context.current():
-        ctx.recorder.flush()
+        ctx.recorder.flush(wait=False)  # written in the background; quitting waits for it
 
 
 def on_request(request_type: str, name: str, response_time: float, response_length: int,
