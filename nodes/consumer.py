@@ -162,14 +162,28 @@ class BatchConsumer:
             heartbeat_interval_ms=1000,
             metadata_max_age_ms=5000,
         )
-        # without a database (the re-introspection consumer) Kafka's committed offsets are used
-        listener = _SeekToStoredOffsets(self, consumer) if self.pool is not None else None
-        consumer.subscribe(self.topics, listener=listener)
         return consumer
 
-    async def start(self, wait_s: float = 30.0) -> None:
+    async def _start_consumer(self, wait_s: float) -> None:
+        """Start a new client and subscribe it afterwards.
+
+        Subscribing before `start()` makes aiokafka wait there for the group's first
+        assignment, which Tansu hands out only after a few seconds; subscribed after,
+        the join runs in the background (and /ready says so until partitions arrive).
+        """
         self._consumer = self._new_consumer()
         await start_with_retry(self._consumer.start, f"consumer {self.group_id}", wait_s)
+        # without a database (the re-introspection consumer) Kafka's committed offsets are used
+        listener = _SeekToStoredOffsets(self, self._consumer) if self.pool is not None else None
+        self._consumer.subscribe(self.topics, listener=listener)
+
+    @property
+    def assigned(self) -> bool:
+        """Whether the client has partitions to read (false while it joins its group)."""
+        return bool(self._consumer is not None and self._consumer.assignment())
+
+    async def start(self, wait_s: float = 30.0) -> None:
+        await self._start_consumer(wait_s)
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self.group_id}")
 
     async def stop(self) -> None:
@@ -194,8 +208,7 @@ class BatchConsumer:
         log.warning("rebuilding consumer %s: %s", self.group_id, why)
         self.stats.rebuilds += 1
         await self._close_consumer()
-        self._consumer = self._new_consumer()
-        await start_with_retry(self._consumer.start, f"consumer {self.group_id}", 3600)
+        await self._start_consumer(3600)
 
     async def _stalled(self) -> bool:
         """True when the broker holds records past our position but none arrive."""

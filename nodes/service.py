@@ -155,6 +155,7 @@ class Node:
             problems.append("starting or stopping")
         if self.bus is not None and not self.bus.reachable:
             problems.append("broker unreachable")
+        problems += [f"consumer {c.group_id} has no partitions yet" for c in self.consumers if not c.assigned]
         if self.pool is not None:
             try:
                 await asyncio.wait_for(self.pool.fetchval("SELECT 1"), 2)
@@ -242,25 +243,37 @@ class Node:
     async def start(self) -> web.AppRunner:
         s = self.settings
         log.info("starting %s (broker %s, database %s)", s.node_id, s.bootstrap_servers, mask_url(s.database_url))
+        steps: dict[str, float] = {}
+        mark = time.monotonic()
+
+        def step(name: str) -> None:
+            nonlocal mark
+            now = time.monotonic()
+            steps[name] = round(now - mark, 3)
+            mark = now
+
         self.pool = await create_pool(s.database_url, max_size=20)
         await migrate(self.pool)
+        step("database")
         self.bus = EventBus(s.bootstrap_servers, s.topics.all(), partitions=s.partitions, client_id=s.node_id)
         await self.bus.start()
+        step("bus")
         self.outbox = Outbox(self.pool, self.bus, s.node_id, s.topics)
         self.outbox.start()
         await self.on_start()
         # every node answers the registry's request to introspect again (its own group: all see it)
         self.add_consumer(f"node-{s.node_id}", [s.topics.registry_request], self._on_registry_request, dedupe=False)
-        for consumer in self.consumers:
-            await consumer.start()
+        await asyncio.gather(*(consumer.start() for consumer in self.consumers))
+        step("consumers")
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5)
         await runner.setup()
         site = web.TCPSite(runner, s.http_host, s.http_port)
         await site.start()
         await self.introspect()
         self.tasks.append(asyncio.create_task(self._heartbeat_loop(), name="heartbeat"))
+        step("http")
         self.ready = True
-        log.info("%s ready on %s", s.node_id, self.base_url)
+        log.info("%s ready on %s in %.2fs %s", s.node_id, self.base_url, time.monotonic() - self.started_monotonic, steps)
         return runner
 
     async def stop(self, runner: web.AppRunner) -> None:
