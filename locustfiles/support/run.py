@@ -176,6 +176,9 @@ def _finish_workers(environment: Environment, timeout: float = 20.0) -> None:
 
 
 def on_init(environment: Environment, **_: Any) -> None:
+    # libev caches "now" per loop iteration; imports and set-up before the first iteration (pandas, pyarrow:
+    # seconds on a busy machine) leave it stale, and Locust's -t timer would then fire that much too early
+    gevent.get_hub().loop.update_now()
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
         runner.register_message(FINISH, _worker_finish)
@@ -197,6 +200,7 @@ def on_init(environment: Environment, **_: Any) -> None:
 
     if environment.web_ui is not None:
         webui.install(environment, STATE)
+    gevent.get_hub().loop.update_now()  # an embedded stack took seconds to start: see above
 
 
 def _experiment_path(ref: str) -> str:
@@ -210,6 +214,7 @@ def _experiment_path(ref: str) -> str:
 
 
 def on_test_start(environment: Environment, **_: Any) -> None:
+    gevent.get_hub().loop.update_now()
     if not _owner(environment):
         return
     STATE.started_at = STATE.started_at or time.time()
