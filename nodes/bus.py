@@ -58,12 +58,14 @@ class EventBus:
         topics: list[str],
         *,
         partitions: int = 3,
+        replication_factor: int = 1,
         client_id: str = "bridgestorm",
         supervise_interval_s: float = 0.25,
     ):
         self.bootstrap_servers = bootstrap_servers
         self.topics = list(topics)
         self.partitions = partitions
+        self.replication_factor = replication_factor
         self.client_id = client_id
         self.supervise_interval_s = supervise_interval_s
         self.epoch = 0
@@ -116,8 +118,9 @@ class EventBus:
         wanted = {t: self.partitions for t in self.topics} | {INCARNATION_TOPIC: 1}
         missing = [t for t in wanted if t not in existing]
         for topic in missing:
+            new = NewTopic(topic, num_partitions=wanted[topic], replication_factor=self.replication_factor)
             try:
-                await self._admin.create_topics([NewTopic(topic, num_partitions=wanted[topic], replication_factor=1)])
+                await self._admin.create_topics([new])
             except TopicAlreadyExistsError:
                 pass  # another process won the race
         if missing:

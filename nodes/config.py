@@ -101,6 +101,9 @@ class Settings:
     namespace: str
     heartbeat_interval_s: float
     partitions: int
+    replication_factor: int
+    session_timeout_ms: int
+    public_url: str
     stamping_url: str
     intelligence_url: str
     intelligence_timeout_s: float
@@ -121,6 +124,11 @@ class Settings:
             namespace=_env("NODE_NAMESPACE", "default"),
             heartbeat_interval_s=_env_float("HEARTBEAT_INTERVAL_SECONDS", 10.0),
             partitions=_env_int("TOPIC_PARTITIONS", 3),
+            replication_factor=_env_int("TOPIC_REPLICATION_FACTOR", 1),
+            # Kafka and Redpanda refuse sessions under 6 s by default; the embedded Tansu takes
+            # about session/2 to hand out a new group's first assignment, so the stack sets 2 s
+            session_timeout_ms=_env_int("CONSUMER_SESSION_TIMEOUT_MS", 10000),
+            public_url=_env("NODE_PUBLIC_URL", ""),  # how others reach this node, if not HTTP_HOST:HTTP_PORT
             stamping_url=_env("STAMPING_URL", "http://127.0.0.1:8001"),
             intelligence_url=_env("INTELLIGENCE_URL", ""),
             intelligence_timeout_s=_env_float("INTELLIGENCE_TIMEOUT_SECONDS", 0.5),

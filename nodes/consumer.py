@@ -101,6 +101,7 @@ class BatchConsumer:
         max_records: int = 2000,
         timeout_ms: int = 20,
         after_commit: Callable[[], None] | None = None,
+        session_timeout_ms: int = 10000,
     ):
         self.group_id = group_id
         self.topics = topics
@@ -111,6 +112,7 @@ class BatchConsumer:
         self.dedupe = dedupe and pool is not None
         self.max_records = max_records
         self.timeout_ms = timeout_ms
+        self.session_timeout_ms = session_timeout_ms
         self.after_commit = after_commit  # e.g. wake the outbox relay for events the handler added
         self.stats = ConsumerStats()
         self._consumer: AIOKafkaConsumer | None = None
@@ -158,8 +160,8 @@ class BatchConsumer:
             enable_auto_commit=False,
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
             fetch_max_wait_ms=50,
-            session_timeout_ms=10000,
-            heartbeat_interval_ms=1000,
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=max(100, self.session_timeout_ms // 5),
             metadata_max_age_ms=5000,
         )
         return consumer

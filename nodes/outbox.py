@@ -9,10 +9,16 @@ receipt in `processed_events`. When the broker comes back as a new
 incarnation (a memory broker comes back empty), everything sent but not
 confirmed is replayed; consumers are idempotent, so a replay is safe.
 
-Per-key order: a pass sends rows in id order, and aiokafka keeps the order of
-sends within a partition while it retries; only the run of rows before the
-first failure counts as sent, so a failed row and everything after it are
-sent again (consumers drop the duplicates). The relay holds back while the
+Per-key order: normally a pass sends rows in id order, and only the run of
+rows before the first failure counts as sent (a failed row and everything
+after it are sent again; consumers drop the duplicates). But a batch that
+fails with a retriable error can be retried behind a later batch of the same
+partition (aiokafka keeps several requests in flight, and Tansu has no
+idempotent producer to stop that). So after any failure, and after the broker
+comes back, the relay is *careful* for a while: a pass sends at most one
+event per key, so a key's next event goes out only after the broker
+acknowledged the one before. Careful passes cost a round trip per event of a
+key, which is why they are not the default. The relay holds back while the
 broker is unreachable (and `nodes.bus` drops what the old producer still
 held), so a replay after a restart goes out before anything newer.
 """
@@ -32,8 +38,16 @@ from nodes.envelope import OnexEnvelopeV1
 log = logging.getLogger(__name__)
 
 RELAY_BATCH = 500
+CAREFUL_FOR_S = 10.0  # one event per key per pass, this long after a failure or a broker change
 CONFIRM_INTERVAL_S = 1.0
 FORGET_CONFIRMED_AFTER_S = 300.0
+
+
+_PASS = "SELECT id, topic, key, value FROM outbox WHERE producer = $1 AND sent_at IS NULL ORDER BY id LIMIT $2"
+_CAREFUL_PASS = (
+    "SELECT * FROM (SELECT DISTINCT ON (key) id, topic, key, value FROM outbox"
+    "  WHERE producer = $1 AND sent_at IS NULL ORDER BY key, id) AS first_per_key ORDER BY id LIMIT $2"
+)
 
 
 class Outbox:
@@ -46,6 +60,7 @@ class Outbox:
         self.replayed = 0
         self.failures = 0
         self._wake = asyncio.Event()
+        self._careful_until = 0.0
         self._tasks: list[asyncio.Task] = []
         bus.on_new_epoch(self._replay_on_epoch)
 
@@ -101,15 +116,17 @@ class Outbox:
                 pass
             self._wake.clear()
             if not self.bus.reachable:
+                self._careful_until = time.monotonic() + CAREFUL_FOR_S
                 self._wake.set()
                 await asyncio.sleep(0.1)
                 continue
             try:
-                while await self._relay_batch() == RELAY_BATCH:
+                while (sent := await self._relay_batch()) == RELAY_BATCH or (sent and self._careful()):
                     pass
                 delay = 0.05
             except (KafkaError, OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 self.failures += 1
+                self._careful_until = time.monotonic() + CAREFUL_FOR_S
                 log.warning("outbox relay: %r; retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
@@ -117,12 +134,11 @@ class Outbox:
                 if self.failures % 20 == 0 and self.bus.reachable:
                     await self.bus.rebuild_producer()  # no progress while the broker answers: a stuck client
 
+    def _careful(self) -> bool:
+        return time.monotonic() < self._careful_until
+
     async def _relay_batch(self) -> int:
-        rows = await self.pool.fetch(
-            "SELECT id, topic, key, value FROM outbox WHERE producer = $1 AND sent_at IS NULL ORDER BY id LIMIT $2",
-            self.producer_id,
-            RELAY_BATCH,
-        )
+        rows = await self.pool.fetch(_CAREFUL_PASS if self._careful() else _PASS, self.producer_id, RELAY_BATCH)
         if not rows:
             return 0
         producer = self.bus.producer
@@ -189,6 +205,7 @@ class Outbox:
         )
         count = int(status.split()[-1])
         self.replayed += count
+        self._careful_until = time.monotonic() + CAREFUL_FOR_S
         log.warning("broker epoch %d: replaying %d unconfirmed events", epoch, count)
         self.wake()
 

@@ -137,7 +137,7 @@ class Node:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.settings.http_host}:{self.settings.http_port}"
+        return self.settings.public_url or f"http://{self.settings.http_host}:{self.settings.http_port}"
 
     async def handle_health(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -235,6 +235,7 @@ class Node:
             pool=self.pool,
             handler=handler,
             dead_letter_topic=self.settings.topics.dead_letter,
+            session_timeout_ms=self.settings.session_timeout_ms,
             **kwargs,
         )
         self.consumers.append(consumer)
@@ -255,7 +256,8 @@ class Node:
         self.pool = await create_pool(s.database_url, max_size=20)
         await migrate(self.pool)
         step("database")
-        self.bus = EventBus(s.bootstrap_servers, s.topics.all(), partitions=s.partitions, client_id=s.node_id)
+        self.bus = EventBus(s.bootstrap_servers, s.topics.all(), partitions=s.partitions,
+                            replication_factor=s.replication_factor, client_id=s.node_id)
         await self.bus.start()
         step("bus")
         self.outbox = Outbox(self.pool, self.bus, s.node_id, s.topics)

@@ -197,6 +197,8 @@ def _launch_nodes(state: StackState, options: StackOptions, stack_dir: Path, pro
         "STAMPING_URL": urls.get("stamping", os.environ.get("STAMPING_URL", "")),
         "INTELLIGENCE_URL": urls.get("intelligence", os.environ.get("INTELLIGENCE_URL", "")),
         "PYTHONUNBUFFERED": "1",
+        # Tansu hands a new group its first assignment only after about half a session
+        "CONSUMER_SESSION_TIMEOUT_MS": "2000",
         **options.node_env,
     }
     project_root = str(Path(__file__).resolve().parents[2])

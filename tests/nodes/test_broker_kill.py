@@ -80,7 +80,7 @@ async def test_broker_sigkill_mid_flow_loses_nothing(own_stack):
         await asyncio.to_thread(kill_and_restart_broker, state_path, 1.0)
         await loader
 
-    assert len(accepted) > 50 and refused == 0  # the orchestrator accepts while the broker is away (outbox)
+    assert len(accepted) > 20 and refused == 0  # the orchestrator accepts while the broker is away (outbox)
     pool = await asyncpg.create_pool(state.env["DATABASE_URL"], min_size=1, max_size=2)
     try:
         deadline = time.monotonic() + 60
