@@ -7,6 +7,7 @@ worker resolves the same values here when its first user starts.
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,11 @@ def new_run_id(scenario: str) -> str:
 
 
 def namespace_for(run_dir: str) -> str:
-    """The run's tenant: everything the load sends is stored under it, so truth reads only this run."""
-    return "bs-" + Path(run_dir).name
+    """The run's tenant: everything the load sends is stored under it, so truth reads only this run.
+
+    A random suffix keeps two runs with the same directory name apart on one database.
+    """
+    return f"bs-{Path(run_dir).name[:40]}-{secrets.token_hex(3)}"
 
 
 @dataclass

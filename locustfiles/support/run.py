@@ -190,6 +190,8 @@ def on_init(environment: Environment, **_: Any) -> None:
     if not opts.run_dir:
         opts.run_dir = str(REPO / "reports" / new_run_id(STATE.scenario))
     STATE.run_dir = opts.run_dir
+    if not opts.namespace:  # unique per run, even when a run directory name is reused; sent to workers
+        opts.namespace = context.namespace_for(opts.run_dir)
     Path(STATE.run_dir).mkdir(parents=True, exist_ok=True)
     if not getattr(opts, "html_file", None):  # Locust's own HTML report, into the run directory's locust/
         (Path(STATE.run_dir) / "locust").mkdir(exist_ok=True)
