@@ -38,10 +38,20 @@ ON CONFLICT (node_id) DO UPDATE SET
   uptime_s = EXCLUDED.uptime_s, updated_at = clock_timestamp()
 """
 
-_HEARTBEAT = """
-UPDATE node_registrations SET last_heartbeat = $2, heartbeats = heartbeats + 1, uptime_s = $3,
-  active_operations = $4, updated_at = clock_timestamp()
-WHERE node_id = $1
+_HEARTBEATS = """
+WITH beat AS (
+  SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::int[]) AS b(node_id, at, uptime_s, active)
+), updated AS (
+  UPDATE node_registrations n SET last_heartbeat = GREATEST(n.last_heartbeat, beat.at),
+    heartbeats = n.heartbeats + beat.n, uptime_s = beat.uptime_s, active_operations = beat.active,
+    updated_at = clock_timestamp()
+  FROM (SELECT node_id, max(at) AS at, count(*) AS n, (array_agg(uptime_s ORDER BY at DESC))[1] AS uptime_s,
+               (array_agg(active ORDER BY at DESC))[1] AS active
+        FROM beat GROUP BY node_id) AS beat
+  WHERE n.node_id = beat.node_id
+  RETURNING n.node_id
+)
+SELECT count(*) FROM beat WHERE node_id IN (SELECT node_id FROM updated)
 """
 
 
@@ -140,62 +150,48 @@ class RegistryNode(Node):
         return env
 
     async def handle_events(self, conn: asyncpg.Connection, records: list[Received]) -> None:
+        """One batch: all registrations in one pipelined statement, all heartbeats in another."""
         assert self.outbox is not None
+        upserts: list[tuple] = []
         registered: list[tuple[str, str, OnexEnvelopeV1]] = []
+        heartbeats: list[tuple] = []
         for rec in records:
             env = rec.envelope
             p = env.payload
             node_id = str(p.get("node_id") or env.source_node_id)
+            uptime = p.get("uptime_s")
+            uptime = float(uptime) if isinstance(uptime, (int, float)) else None
             if env.event_type == EventType.NODE_INTROSPECTION:
                 endpoints = p.get("endpoints") if isinstance(p.get("endpoints"), dict) else {}
+                capabilities = p.get("capabilities") if isinstance(p.get("capabilities"), dict) else {}
                 node_type = str(p.get("node_type", "unknown"))
                 in_consul = await self.consul.register(node_id, node_type, endpoints) if self.consul else False
                 status = "registered" if in_consul else "partial"
-                capabilities = p.get("capabilities") if isinstance(p.get("capabilities"), dict) else {}
-                uptime = p.get("uptime_s")
-                await conn.execute(
-                    _UPSERT_REGISTRATION,
+                upserts.append((node_id, node_type, env.namespace, status, capabilities, endpoints, env.event_id, uptime))
+                registered.append((
+                    self.settings.topics.registered,
                     node_id,
-                    node_type,
-                    env.namespace,
-                    status,
-                    capabilities,
-                    endpoints,
-                    env.event_id,
-                    float(uptime) if isinstance(uptime, (int, float)) else None,
-                )
-                registered.append(
-                    (
-                        self.settings.topics.registered,
-                        node_id,
-                        new_envelope(
-                            EventType.NODE_REGISTERED,
-                            {"node_id": node_id, "node_type": node_type, "status": status,
-                             "introspection_event_id": str(env.event_id)},
-                            source_node_id=self.settings.node_id,
-                            namespace=env.namespace,
-                            correlation_id=env.correlation_id,
-                            causation_id=env.event_id,
-                        ),
-                    )
-                )
+                    new_envelope(
+                        EventType.NODE_REGISTERED,
+                        {"node_id": node_id, "node_type": node_type, "status": status,
+                         "introspection_event_id": str(env.event_id)},
+                        source_node_id=self.settings.node_id,
+                        namespace=env.namespace,
+                        correlation_id=env.correlation_id,
+                        causation_id=env.event_id,
+                    ),
+                ))
             elif env.event_type == EventType.NODE_HEARTBEAT:
-                uptime = p.get("uptime_s")
                 active = p.get("active_operations")
-                status = await conn.execute(
-                    _HEARTBEAT,
-                    node_id,
-                    env.timestamp,
-                    float(uptime) if isinstance(uptime, (int, float)) else None,
-                    int(active) if isinstance(active, int) else None,
-                )
-                if status.endswith(" 0"):
-                    self.unknown_heartbeats += 1
-                else:
-                    self.heartbeats += 1
-        if registered:
+                heartbeats.append((node_id, env.timestamp, uptime, int(active) if isinstance(active, int) else None))
+        if upserts:
+            await conn.executemany(_UPSERT_REGISTRATION, upserts)
             await self.outbox.add_many(conn, registered)
             self.registrations += len(registered)
+        if heartbeats:
+            known = await conn.fetchval(_HEARTBEATS, *map(list, zip(*heartbeats)))
+            self.heartbeats += known
+            self.unknown_heartbeats += len(heartbeats) - known
 
     async def handle_list(self, request: web.Request) -> web.Response:
         filters, args = [], []

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 import uuid
 
 from nodes.envelope import EventType, new_envelope
@@ -13,9 +14,14 @@ STACK_NODES = {"registry", "database-adapter", "reducer", "intelligence", "stamp
 
 
 async def test_every_stack_node_is_registered(http, urls):
-    async with http.get(f"{urls['REGISTRY_URL']}/nodes") as resp:
-        nodes = (await resp.json())["nodes"]
-    types = {n["node_type"] for n in nodes}
+    deadline = time.monotonic() + 15  # the nodes introspect at start; the registry may still be catching up
+    while True:
+        async with http.get(f"{urls['REGISTRY_URL']}/nodes") as resp:
+            nodes = (await resp.json())["nodes"]
+        types = {n["node_type"] for n in nodes}
+        if STACK_NODES <= types or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
     assert STACK_NODES <= types
     # no Consul configured: registration is PostgreSQL only, reported as partial
     assert all(n["status"] == "partial" for n in nodes if n["node_type"] in STACK_NODES)
