@@ -79,9 +79,10 @@ class KafkaUser(BridgeMixin, User):
         if event_id is not None:
             env = env.model_copy(update={"event_id": uuid.UUID(event_id)})
         value = env.to_bytes()
+        ts = time.time()
         ok, _ = self._send(topic, key, value, event_type.value, str(env.event_id), ts_intended)
         kind, item = ledger or ("event", str(env.event_id))
-        self.ledger(kind, item, time.time(), ok)
+        self.ledger(kind, item, ts, ok)
         return ok, str(env.correlation_id)
 
     def _send(self, topic: str, key: str, value: bytes, name: str, sample_key: str,
