@@ -12,15 +12,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-## the main job: embedded stack, traffic through the bus, report in reports/<run-id>/
+## the main job: the flagship scenario (load + chaos) on the embedded stack, report in reports/<run-id>/
 report: $(VENV)/.installed
-	$(PY) -m nodes demo
+	$(VENV)/bin/locust --config scenarios/flagship.conf
 
 ## the test suite, against the real embedded stack (and Docker, where it answers)
 test: $(VENV)/.installed
 	$(PY) -m pytest -p no:cacheprovider -q -rfEs
 
-demo: report
+## the quick check: one workflow, one stamp, one registration through the bus, with a report
+demo: $(VENV)/.installed
+	$(PY) -m nodes demo
 
 up: $(VENV)/.installed
 	$(PY) -m nodes up
