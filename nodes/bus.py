@@ -49,6 +49,40 @@ async def start_with_retry(start: Callable[[], Awaitable[None]], what: str, wait
             delay = min(delay * 2, 1.0)
 
 
+class IncarnationReader:
+    """Reads the broker's incarnation id: the record at offset 0 of `bridgestorm-incarnation`.
+
+    Used by every node (through `EventBus`) and by observers that only read,
+    such as the Locust processes, which must also notice a broker that came back empty.
+    """
+
+    def __init__(self, bootstrap_servers: str, client_id: str = "bridgestorm"):
+        self.tp = TopicPartition(INCARNATION_TOPIC, 0)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers, client_id=f"{client_id}-incarnation",
+            enable_auto_commit=False, request_timeout_ms=3000, metadata_max_age_ms=2000,
+        )
+
+    async def start(self, wait_s: float = 30.0) -> None:
+        await start_with_retry(self.consumer.start, "incarnation reader", wait_s)
+        self.consumer.assign([self.tp])
+
+    async def read(self) -> str | None:
+        """The id, or None while nobody has written one into this broker yet."""
+        self.consumer.seek(self.tp, 0)
+        records = (await self.consumer.getmany(self.tp, timeout_ms=500, max_records=1)).get(self.tp, [])
+        if records and records[0].offset == 0:
+            return records[0].value.decode()
+        return None
+
+    async def is_empty(self) -> bool:
+        end = await asyncio.wait_for(self.consumer.end_offsets([self.tp]), 5)
+        return end.get(self.tp, 0) == 0
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+
 class EventBus:
     """One process's connection to the bus."""
 
@@ -73,7 +107,7 @@ class EventBus:
         self.reachable = False
         self.producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
-        self._marker: AIOKafkaConsumer | None = None
+        self._marker: IncarnationReader | None = None
         self._listeners: list[EpochListener] = []
         self._supervisor: asyncio.Task | None = None
 
@@ -97,12 +131,8 @@ class EventBus:
         await self.ensure_topics()
         self.producer = self._new_producer()
         await start_with_retry(self.producer.start, "producer", wait_s)
-        self._marker = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers, client_id=f"{self.client_id}-incarnation",
-            enable_auto_commit=False, request_timeout_ms=3000, metadata_max_age_ms=2000,
-        )
-        await start_with_retry(self._marker.start, "incarnation reader", wait_s)
-        self._marker.assign([TopicPartition(INCARNATION_TOPIC, 0)])
+        self._marker = IncarnationReader(self.bootstrap_servers, self.client_id)
+        await self._marker.start(wait_s)
         self.incarnation = await self._read_incarnation(wait_s)
         self.reachable = True
         self._supervisor = asyncio.create_task(self._supervise(), name="bus-supervisor")
@@ -130,15 +160,12 @@ class EventBus:
     async def _read_incarnation(self, wait_s: float = 5.0) -> str:
         """The id at offset 0 of the incarnation topic, written by whoever finds it empty."""
         assert self._marker is not None and self.producer is not None
-        tp = TopicPartition(INCARNATION_TOPIC, 0)
         deadline = time.monotonic() + wait_s
         while True:
-            self._marker.seek(tp, 0)
-            records = (await self._marker.getmany(tp, timeout_ms=500, max_records=1)).get(tp, [])
-            if records and records[0].offset == 0:
-                return records[0].value.decode()
-            end = await asyncio.wait_for(self._marker.end_offsets([tp]), 5)
-            if end.get(tp, 0) == 0:
+            incarnation = await self._marker.read()
+            if incarnation is not None:
+                return incarnation
+            if await self._marker.is_empty():
                 await self.producer.send_and_wait(INCARNATION_TOPIC, uuid.uuid4().hex.encode())
             if time.monotonic() > deadline:
                 raise asyncio.TimeoutError("the broker's incarnation id could not be read")
