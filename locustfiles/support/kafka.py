@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from locustfiles.support.aio import AsyncBridge, Call, bridge
+from nodes.bus import IncarnationReader
 from nodes.config import Topics
 
 
@@ -82,6 +83,9 @@ class Observer:
         self.seen = 0
         self._task: asyncio.Task | None = None
         self._ready: asyncio.Future | None = None
+        self._incarnation_reader: IncarnationReader | None = None
+        self._incarnation: str | None = None
+        self._checked_at = 0.0
 
     def expect(self, correlation_id: str, types: Iterable[str], fail_types: Iterable[str] = ()) -> Call:
         """Register before sending; ``.wait(timeout)`` returns the matching envelope (a dict).
@@ -106,17 +110,43 @@ class Observer:
             self._task = asyncio.ensure_future(self._run())
         await asyncio.shield(self._ready)
 
-    async def _open(self) -> AIOKafkaConsumer:
+    async def _open(self, from_beginning: bool = False) -> AIOKafkaConsumer:
+        """A consumer at the end of the result topics, or at their beginning after a broker restart."""
         c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                              auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024,
                              fetch_max_wait_ms=20)
         await _start_with_retry(c, "observer")
         tps = [TopicPartition(t, p) for t in self.topics for p in (c.partitions_for_topic(t) or [])]
         c.assign(tps)
-        await c.seek_to_end(*tps)
+        if from_beginning:
+            await c.seek_to_beginning(*tps)
+        else:
+            await c.seek_to_end(*tps)
         for tp in tps:  # resolve positions now: nothing sent after start() is missed
             await c.position(tp)
         return c
+
+    async def _broker_restarted(self) -> bool:
+        """True when the broker is a new incarnation (a memory broker restarted: new, empty log).
+
+        Its old positions mean nothing there, and aiokafka may never recover from them by
+        itself; the caller reopens at the beginning of the new log (see nodes.bus).
+        """
+        now = time.monotonic()
+        if now - self._checked_at < 0.5:
+            return False
+        self._checked_at = now
+        try:
+            if self._incarnation_reader is None:
+                self._incarnation_reader = IncarnationReader(self.bootstrap, "bridgestorm-observer")
+                await self._incarnation_reader.start(wait_s=5)
+            incarnation = await asyncio.wait_for(self._incarnation_reader.read(), 3)
+        except Exception:  # noqa: BLE001 - broker away: ask again later
+            return False
+        if incarnation is None or incarnation == self._incarnation:
+            return False
+        known, self._incarnation = self._incarnation, incarnation
+        return known is not None
 
     async def _run(self) -> None:
         consumer: AIOKafkaConsumer | None = None
@@ -126,6 +156,10 @@ class Observer:
                     consumer = await self._open()
                     if self._ready is not None and not self._ready.done():
                         self._ready.set_result(None)
+                if await self._broker_restarted():
+                    await consumer.stop()
+                    consumer = None
+                    consumer = await self._open(from_beginning=True)
                 batch = await consumer.getmany(timeout_ms=100, max_records=5000)
             except asyncio.CancelledError:
                 if consumer is not None:
@@ -176,6 +210,12 @@ class Observer:
             except BaseException:  # noqa: BLE001
                 pass
             self._task = None
+        if self._incarnation_reader is not None:
+            try:
+                await self._incarnation_reader.stop()
+            except Exception:  # noqa: BLE001
+                pass
+            self._incarnation_reader = None
 
 
 class EventFailed(Exception):
