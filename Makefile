@@ -30,10 +30,9 @@ up: $(VENV)/.installed
 down: $(VENV)/.installed
 	$(PY) -m nodes down
 
+## one table: ours vs an independent peer (aiokafka, kcat, wrk, direct TCP, pandas), side by side
 benchmarks: $(VENV)/.installed
-	$(PY) benchmarks/nodes_targets.py
-	$(PY) benchmarks/proxy_overhead.py
-	$(PY) benchmarks/analysis_speed.py
+	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) .bridgestorm .pytest_cache
