@@ -10,9 +10,10 @@ from __future__ import annotations
 import socket
 import struct
 import time
-import urllib.error
-import urllib.request
 from typing import Callable
+
+from nodes.stack.processes import http_status  # noqa: F401 - one implementation, re-exported for chaos
+from nodes.stack.processes import tcp_answers as _tcp_answers
 
 
 def split(address: str) -> tuple[str, int]:
@@ -24,21 +25,7 @@ def split(address: str) -> tuple[str, int]:
 
 
 def tcp_answers(address: str, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection(split(address), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def http_status(url: str, timeout: float = 1.0) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (OSError, ValueError):
-        return None
+    return _tcp_answers(*split(address), timeout=timeout)
 
 
 def kafka_answers(address: str, timeout: float = 1.0) -> bool:

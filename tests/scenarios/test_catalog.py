@@ -2,8 +2,11 @@
 
 A short run on a shared CI machine cannot promise the seeds' latencies, so
 the exit code may be 1 (a threshold failed) but never an error; what must
-hold in any case: the run directory is complete and nothing acknowledged
-was lost, duplicated or leaked.
+hold in any case: the run directory is complete and nothing the bridge
+acknowledged was lost, duplicated or leaked. Raw events that simulated nodes
+publish straight to the broker (kind `event`, heartbeats) are acknowledged by
+the embedded memory-only broker and die with it when a scenario kills it:
+they are left out of the loss check (see analysis/thresholds/flagship.yaml).
 """
 from __future__ import annotations
 
@@ -40,5 +43,7 @@ def test_scenario_short_form(scenario, tmp_path):
     analysis = json.loads((run_dir / "analysis.json").read_text())
     totals = analysis["loss"]["totals"]
     assert totals["sent"] > 0, tail
-    assert (totals["lost"], totals["duplicated"], totals["leaked"]) == (0, 0, 0), totals
+    assert (totals["duplicated"], totals["leaked"]) == (0, 0), totals
+    lost = {k["kind"]: k["lost"] for k in analysis["loss"]["by_kind"] if k["kind"] != "event" and k["lost"]}
+    assert not lost, analysis["loss"]["by_kind"]
     assert json.loads((run_dir / "run.json").read_text())["scenario"], tail
