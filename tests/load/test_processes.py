@@ -17,10 +17,11 @@ def test_two_processes_merge_completely(run_locust):
         assert counts.get(name, 0) == row["num_requests"], (name, counts.get(name, 0), row["num_requests"])
         assert failures.get(name, 0) == row["num_failures"], name
     assert len(samples) == stats["num_requests"].sum()
-    # one ledger row per item the load sent: every publish and every submit/stamp
+    # one ledger row per item the load sent: every publish and every submit/stamp; a request the
+    # stop interrupted has a ledger row (it may still be stored) but no sample: at most one per user
     ledger = run.ledger()
     sent = sum(counts.get(n, 0) for n in ("NODE_INTROSPECTION", "NODE_HEARTBEAT", "POST /stamp", "POST /workflows"))
-    assert len(ledger) == sent
+    assert sent <= len(ledger) <= sent + 6
     assert set(ledger["process"]) == set(samples["process"])
     # node ids are unique across processes
     nodes = ledger[ledger["kind"] == "introspection"].groupby("item_id")["process"].nunique()

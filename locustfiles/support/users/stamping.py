@@ -50,23 +50,25 @@ class StampingUser(BridgeMixin, FastHttpUser):
         ts = time.time()
         t0 = time.perf_counter()
         acked = False
-        with self.client.post(f"{self.base}/stamp", name="POST /stamp", catch_response=True,
-                              json={"content": content, "content_type": "text/plain", "namespace": self.ctx.namespace},
-                              headers={"X-Correlation-ID": corr},
-                              context={"ts_start": ts, "key": corr, "ts_intended": ts_intended}) as resp:
-            if resp.status_code not in (200, 201):
-                resp.failure(f"status {resp.status_code}: {(resp.text or '')[:200]}")
-            else:
-                try:
-                    body = resp.json()
-                except Exception:  # noqa: BLE001
-                    body = {}
-                if body.get("file_hash") != digest:
-                    resp.failure(f"hash mismatch: node {body.get('file_hash')!r}, BLAKE3 {digest!r}")
+        try:  # the ledger row is written even when the run stops mid-request (stored later = recovered)
+            with self.client.post(f"{self.base}/stamp", name="POST /stamp", catch_response=True,
+                                  json={"content": content, "content_type": "text/plain", "namespace": self.ctx.namespace},
+                                  headers={"X-Correlation-ID": corr},
+                                  context={"ts_start": ts, "key": corr, "ts_intended": ts_intended}) as resp:
+                if resp.status_code not in (200, 201):
+                    resp.failure(f"status {resp.status_code}: {(resp.text or '')[:200]}")
                 else:
-                    acked = True
-                    resp.success()
-        self.ledger("stamp", digest, ts, acked)
+                    try:
+                        body = resp.json()
+                    except Exception:  # noqa: BLE001
+                        body = {}
+                    if body.get("file_hash") != digest:
+                        resp.failure(f"hash mismatch: node {body.get('file_hash')!r}, BLAKE3 {digest!r}")
+                    else:
+                        acked = True
+                        resp.success()
+        finally:
+            self.ledger("stamp", digest, ts, acked)
         if acked:
             self.hashes.append(digest)
             del self.hashes[:-100]

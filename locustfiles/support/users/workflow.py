@@ -48,14 +48,16 @@ class WorkflowUser(BridgeMixin, FastHttpUser):
         acked = False
         body = {"content": f"load {workflow_id}", "namespace": self.ctx.namespace,
                 "use_intelligence": use_intelligence, "workflow_id": workflow_id, "correlation_id": corr}
-        with self.client.post(f"{self.base}/workflows", json=body, name="POST /workflows", catch_response=True,
-                              context={"ts_start": ts, "key": corr, "ts_intended": ts_intended}) as resp:
-            if resp.status_code != 202:
-                resp.failure(f"status {resp.status_code}: {(resp.text or '')[:200]}")
-            else:
-                acked = True
-                resp.success()
-        self.ledger("workflow", workflow_id, ts, acked)
+        try:  # the ledger row is written even when the run stops mid-request (stored later = recovered)
+            with self.client.post(f"{self.base}/workflows", json=body, name="POST /workflows", catch_response=True,
+                                  context={"ts_start": ts, "key": corr, "ts_intended": ts_intended}) as resp:
+                if resp.status_code != 202:
+                    resp.failure(f"status {resp.status_code}: {(resp.text or '')[:200]}")
+                else:
+                    acked = True
+                    resp.success()
+        finally:
+            self.ledger("workflow", workflow_id, ts, acked)
         name = "workflow→completed"
         result = wait_e2e(self, self.bus, waiting, corr, name, ts, t0, ts_intended, self.e2e_timeout_s,
                           error=None if acked else "workflow not accepted")
