@@ -59,8 +59,8 @@ def add_options(parser: Any) -> None:
     g.add_argument("--thresholds", default="", include_in_web_ui=True,
                    help="threshold file (or shipped set name) checked at the end; default: the scenario's set")
     g.add_argument("--run-dir", default="", include_in_web_ui=True, help="run directory (default reports/<run-id>)")
-    g.add_argument("--drain", type=float, default=10.0, help="max seconds to wait for the system to settle "
-                   "before reading the truth")
+    g.add_argument("--drain", type=float, default=10.0, help="max seconds to wait, after the load, until "
+                   "every acknowledged item is stored (the truth is read then; what is missing counts as lost)")
     g.add_argument("--rate", type=float, default=0.0, include_in_web_ui=True,
                    help="fixed-rate mode: requests/s per user; records intended start times")
     g.add_argument("--e2e-timeout", type=float, default=0.0,
@@ -317,8 +317,9 @@ def on_quitting(environment: Environment, **_: Any) -> None:
         namespace = option(environment, "namespace") or context.namespace_for(STATE.run_dir)
         if not opts.no_report and env.get("DATABASE_URL"):
             log.info("draining (up to %.0f s) and reading the truth", opts.drain)
-            rows = bridge().run(truth.drain_and_read(env["DATABASE_URL"], namespace, opts.drain),
-                                timeout=opts.drain + 60)
+            expected = truth.acknowledged(STATE.run_dir)
+            rows = bridge().run(truth.drain_and_read(env["DATABASE_URL"], namespace, opts.drain,
+                                                     expected=expected), timeout=opts.drain + 60)
             truth.write(STATE.run_dir, rows)
         rundir.write_run_info(STATE.run_dir, _run_info(environment))
         if not opts.no_report:
