@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from analysis import rundir
+from nodes.config import GROUP_DB_ADAPTER
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,19 @@ QUERIES: dict[str, tuple[str, str]] = {
     "event": ("event_logs",
               "SELECT event_id::text, namespace, 1::bigint FROM event_logs "
               "WHERE namespace = $1 AND event_type = 'NODE_HEARTBEAT'"),
+    # EventBatchUser's raw events (users/events.py), told from other events of the run by their metadata mark;
+    # event_id is event_logs' primary key, so a count above 1 cannot happen there: a re-sent event is one row
+    "adapter-event": ("event_logs",
+                      "SELECT event_id::text, namespace, 1::bigint FROM event_logs "
+                      "WHERE namespace = $1 AND metadata->>'load' = 'adapter-event'"),
+    # EventBatchUser's malformed messages, dead-lettered by the database adapter with a reason; dead_letters
+    # has no namespace column, so they are found by their key, <namespace>/dlq/<uuid>
+    "dead-letter": ("dead_letters", f"""
+        SELECT convert_from(key, 'UTF8'), $1::text, count(*)::bigint FROM dead_letters
+        WHERE consumer = '{GROUP_DB_ADAPTER}' AND reason <> ''
+          AND substr(key, 1, octet_length(convert_to($1::text || '/dlq/', 'UTF8')))
+              = convert_to($1::text || '/dlq/', 'UTF8')
+        GROUP BY key"""),
 }
 
 

@@ -29,7 +29,7 @@ SHORT_RUN = {"flagship": "28s", "resilience": "16s", "registration": "20s", "bur
 def test_catalog_covers_the_seeds_table():
     assert set(SCENARIOS) >= {"flagship", "workflow", "stamping", "cross-service", "cross-service-without",
                               "resilience", "registration", "introspection-burst", "sustained", "burst-recovery",
-                              "async-flow"}
+                              "async-flow", "database-adapter"}
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

@@ -1,0 +1,10 @@
+"""Database adapter consumption: raw envelopes in 1,500-event batches, stored once, in order, malformed ones dead-lettered.
+
+    locust -f locustfiles/events.py --headless -u 1 -r 1 -t 30s --batch-size 1500 --resend-share 0.05 --malformed 5
+"""
+from locustfiles.support.run import install
+from locustfiles.support.users import EventBatchUser
+
+install("database-adapter")
+
+__all__ = ["EventBatchUser"]
