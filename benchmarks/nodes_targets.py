@@ -49,8 +49,10 @@ async def workflows_at_fixed_rate(env: dict, rate: float, seconds: float) -> tup
     latencies: list[float] = []
     failures = 0
 
+    submitted = asyncio.Event()
+
     async def observe(until: float) -> None:
-        while time.monotonic() < until and (len(latencies) < len(intended) or not intended):
+        while time.monotonic() < until and not (submitted.is_set() and len(latencies) >= len(intended)):
             batch = await consumer.getmany(timeout_ms=20)
             now = time.perf_counter()
             for records in batch.values():
@@ -86,6 +88,7 @@ async def workflows_at_fixed_rate(env: dict, rate: float, seconds: float) -> tup
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(submit(at)))
         await asyncio.gather(*tasks)
+        submitted.set()
         await observer
     await consumer.stop()
     return latencies, failures + (len(intended) - len(latencies))

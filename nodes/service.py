@@ -264,7 +264,9 @@ class Node:
         self.outbox.start()
         await self.on_start()
         # every node answers the registry's request to introspect again (its own group: all see it)
-        self.add_consumer(f"node-{s.node_id}", [s.topics.registry_request], self._on_registry_request, dedupe=False)
+        # re-introspection requests are rare and not latency-critical: long polls keep the idle broker quiet
+        self.add_consumer(f"node-{s.node_id}", [s.topics.registry_request], self._on_registry_request, dedupe=False,
+                          fetch_max_wait_ms=500)
         await asyncio.gather(*(consumer.start() for consumer in self.consumers))
         step("consumers")
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5)
