@@ -68,7 +68,7 @@ METRICS: dict[str, MetricSpec] = {
     "throughput": MetricSpec("rate", _LAT, "successes per second over the selection's window"),
     "count": MetricSpec("count", _LAT, "number of samples"),
     "errors": MetricSpec("count_or_percent", _LAT, "failed samples: a count, or % of samples"),
-    **{c: MetricSpec("count_or_percent", "a ledger kind (workflow, stamp, introspection, event) or nothing",
+    **{c: MetricSpec("count_or_percent", "a ledger kind (workflow, stamp, introspection, event, adapter-event, dead-letter) or nothing",
                      f"loss accounting: {c} items (count, or % of distinct items sent; unexpected: of stored)")
        for c in CATEGORIES},
     "recovery": MetricSpec("duration", "a fault name, id or action, or nothing for every fault",
