@@ -26,6 +26,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from nodes.config import mask_url  # one masker for the whole project; re-exported here
+
 # --------------------------------------------------------------------------
 # schemas (names and types exactly as docs/run-directory.md)
 
@@ -107,13 +109,7 @@ class RunDirError(Exception):
 # --------------------------------------------------------------------------
 # password masking (run.json and the report never show a secret)
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s/]*)(?P<at>@)")
 _SECRET_KEY = re.compile(r"(password|passwd|secret|token|api[_-]?key)", re.IGNORECASE)
-
-
-def mask_url(text: str) -> str:
-    """``postgresql://u:pw@h/db`` -> ``postgresql://u:***@h/db`` (anywhere in the text)."""
-    return _URL_PASSWORD.sub(lambda m: f"{m['head']}***{m['at']}", text)
 
 
 def mask_secrets(value: Any) -> Any:

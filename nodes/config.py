@@ -6,9 +6,10 @@ node it starts) and for a user's own Kafka/Redpanda and PostgreSQL.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 
 def _env(name: str, default: str) -> str:
@@ -75,17 +76,13 @@ def database_url_from_env() -> str:
     return f"postgresql://{auth}@{host}:{port}/{db}"
 
 
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by `***`, for logs and reports."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+# scheme://user:password@ -> scheme://user:***@, wherever a URL appears in a text
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s/]*)(?P<at>@)")
+
+
+def mask_url(text: str) -> str:
+    """Passwords in URLs replaced by `***` (a URL alone, or URLs inside a text), for logs and reports."""
+    return _URL_PASSWORD.sub(lambda m: f"{m['head']}***{m['at']}", text)
 
 
 @dataclass(frozen=True)
