@@ -104,36 +104,35 @@ def throughput_chart(m: Metrics, windows: list[tuple[float, float, str, str]]) -
     return _png(fig)
 
 
+def _line_per_group(frame: pd.DataFrame, group: str, values: pd.Series | np.ndarray, ylabel: str,
+                    windows: list[tuple[float, float, str, str]], legend_loc: str, label_windows: bool) -> str:
+    """One line per value of ``group`` over ``sec`` (the lag and memory charts)."""
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 2.6))
+    data = frame.assign(_y=np.asarray(values, dtype=float))
+    for key, s in data.groupby(group, observed=True):
+        ax.plot(s["sec"], s["_y"], lw=1.1, label=str(key))
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel("seconds since start")
+    ax.grid(alpha=0.3)
+    ax.legend(loc=legend_loc, fontsize=8)
+    _shade(ax, windows, label=label_windows)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def lag_chart(m: Metrics, windows: list[tuple[float, float, str, str]]) -> str | None:
     """Largest consumer lag per second, per consumer."""
     if m.lag_series.empty:
         return None
-    fig, ax = plt.subplots(figsize=(WIDTH_IN, 2.6))
-    for consumer, s in m.lag_series.groupby("consumer", observed=True):
-        ax.plot(s["sec"], s["lag_ms"], lw=1.1, label=str(consumer))
-    ax.set_ylabel("lag (ms)")
-    ax.set_xlabel("seconds since start")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
-    _shade(ax, windows, label=True)
-    fig.tight_layout()
-    return _png(fig)
+    return _line_per_group(m.lag_series, "consumer", m.lag_series["lag_ms"], "lag (ms)", windows, "upper right", True)
 
 
 def memory_chart(m: Metrics, windows: list[tuple[float, float, str, str]]) -> str | None:
     """RSS of each part over time (MiB)."""
     if m.resources.empty:
         return None
-    fig, ax = plt.subplots(figsize=(WIDTH_IN, 2.6))
-    for part, s in m.resources.groupby("part", observed=True):
-        ax.plot(s["sec"], np.asarray(s["rss_bytes"], dtype=float) / 2**20, lw=1.1, label=str(part))
-    ax.set_ylabel("RSS (MiB)")
-    ax.set_xlabel("seconds since start")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    _shade(ax, windows, label=False)
-    fig.tight_layout()
-    return _png(fig)
+    mib = np.asarray(m.resources["rss_bytes"], dtype=float) / 2**20
+    return _line_per_group(m.resources, "part", mib, "RSS (MiB)", windows, "upper left", False)
 
 
 def draw_all(m: Metrics, faults: pd.DataFrame, bursts: pd.DataFrame) -> dict[str, str]:
