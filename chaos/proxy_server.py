@@ -14,9 +14,14 @@ create and populate, 200 on toxic create, 204 on delete and reset, errors as
 `<type>_<stream>`, stream `downstream`, toxicity 1.0 drawn once per
 connection), and disabling a proxy closes its listener and connections.
 
-Speed: with no toxic on a link, bytes are written straight from
-`data_received` to the other transport (no queue, no task), with transport
-flow control both ways; only links with toxics go through a pump task.
+Speed: a link with no toxic runs on `FastPath`: the event loop reads the
+socket into a large reused buffer and writes it to the other socket, with
+no `bytes` per chunk and no task. A toxic added to an open connection takes
+its link off the fast path at once; the bytes already read go through the
+toxic first. Links with toxics go through a pump task (the toxic chain);
+in between, bytes are written straight from `data_received` to the other
+transport, with transport flow control both ways.
+`BRIDGESTORM_PROXY_FAST=0` turns the fast path off (to compare the paths).
 
 Safety: listen and upstream addresses must be on loopback; faults never
 leave this machine.
@@ -48,6 +53,8 @@ VERSION = "2.0.0+bridgestorm.0.1.0"
 DEFAULT_LISTEN = "127.0.0.1:8474"
 HIGH_WATER = 1 << 20  # bytes queued in a toxic link before its source stops being read
 LOW_WATER = 1 << 18
+FAST_BUFFER = 4 << 20  # fast-path read size: measured 256 KiB ~ transport path, 1 MiB better, 4 MiB best
+FAST = os.name == "posix" and os.environ.get("BRIDGESTORM_PROXY_FAST", "1") != "0"
 
 
 class ApiError(Exception):
@@ -155,8 +162,144 @@ class ClientSide(Side):
         self.early.clear()
         if self.early_eof:
             self.out_link.feed_eof()
-        elif not self.lost:
+        elif not self.lost and self.out_link.fast is None:  # the fast path reads the socket itself
             self.transport.resume_reading()
+
+
+class BufferPool:
+    """Read buffers lent to fast links only while they hold bytes dst has not taken.
+
+    Why a pool: a link whose destination keeps up hands its buffer back after
+    every read, so one buffer serves all quiet or keeping-up links, and the
+    memory held grows only with links that are actually backed up.
+    """
+
+    def __init__(self, size: int = FAST_BUFFER, keep: int = 2):
+        self.size, self.keep = size, keep
+        self.free: list[bytearray] = []
+
+    def take(self) -> bytearray:
+        return self.free.pop() if self.free else bytearray(self.size)
+
+    def give(self, buf: bytearray) -> None:
+        if len(self.free) < self.keep:
+            self.free.append(buf)
+
+
+BUFFERS = BufferPool()
+
+
+def _dup_socket(side: Side) -> int:
+    """A duplicate of the side's socket fd: the loop refuses a reader on the transport's own fd."""
+    sock = side.transport.get_extra_info("socket") if side.transport is not None else None
+    if sock is None:
+        raise OSError("no socket behind the transport")
+    return os.dup(sock.fileno())
+
+
+class FastPath:
+    """The no-toxic path of one link: read src into a large pooled buffer, write it to dst.
+
+    Why: the transport path costs a fresh `bytes` of at most 256 KiB per read
+    (allocation, page faults) plus Python calls per chunk; reading up to
+    4 MiB into a reused buffer straight from the socket and writing from it
+    halves the proxy's CPU per byte (about 0.5 -> 0.27 s per GB here), and on
+    a 2-core machine running client, proxy and server, CPU is the
+    throughput. (splice(2) through a pipe was measured too: the proxy spends
+    a little less, but the receiving peer spends more on spliced pages, and
+    its pipes count against a per-user limit shared with other processes;
+    no better overall.)
+
+    It runs on the event loop, reading a dup of the src socket while the src
+    transport is paused and writing a dup of the dst socket while the dst
+    transport has nothing buffered, so the link can leave it synchronously:
+    `stop()` hands back the bytes read and not yet written. It reads only
+    when it has written everything read before, and waits for dst to be
+    writable when dst is full: that is the flow control.
+    """
+
+    def __init__(self, link: "Link"):
+        self.link = link
+        self.loop = link.loop
+        self.src_fd = _dup_socket(link.src)
+        try:
+            self.dst_fd = _dup_socket(link.dst)
+        except OSError:
+            os.close(self.src_fd)
+            raise
+        self.buf: bytearray | None = None  # held only while it has unwritten bytes
+        self.start = self.end = 0  # buf[start:end] is read from src, not yet written to dst
+        self.eof = False  # src ended; the link ends once everything is written
+        self.reading = False
+        self.writing = False
+        self.closed = False
+        self._set(reading=True, writing=False)
+
+    def _set(self, reading: bool, writing: bool) -> None:
+        if reading != self.reading:
+            if reading:
+                self.loop.add_reader(self.src_fd, self._readable)
+            else:
+                self.loop.remove_reader(self.src_fd)
+            self.reading = reading
+        if writing != self.writing:
+            if writing:
+                self.loop.add_writer(self.dst_fd, self._flush)
+            else:
+                self.loop.remove_writer(self.dst_fd)
+            self.writing = writing
+
+    def _readable(self) -> None:
+        if self.buf is None:
+            self.buf = BUFFERS.take()
+        try:
+            n = os.readv(self.src_fd, [self.buf])
+        except BlockingIOError:
+            return
+        except OSError:
+            self.link.fast_failed(self.link.src)
+            return
+        if n == 0:
+            self.eof = True
+        self.start, self.end = 0, n
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.buf is not None:
+            view = memoryview(self.buf)
+            try:
+                while self.start < self.end:
+                    self.start += os.write(self.dst_fd, view[self.start:self.end])
+            except BlockingIOError:
+                self._set(reading=False, writing=True)
+                return
+            except OSError:
+                self.link.fast_failed(self.link.dst)
+                return
+            finally:
+                view.release()
+            BUFFERS.give(self.buf)
+            self.buf = None
+        if self.eof:
+            self._set(reading=False, writing=False)
+            self.link.fast_ended()
+        else:
+            self._set(reading=True, writing=False)
+
+    def stop(self) -> tuple[bytes, bool]:
+        """Stop; return the bytes read and not yet written, and whether src had ended."""
+        if self.closed:
+            return b"", self.eof
+        self.closed = True
+        self._set(reading=False, writing=False)
+        data = b""
+        if self.buf is not None:
+            data = bytes(memoryview(self.buf)[self.start:self.end])
+            BUFFERS.give(self.buf)
+            self.buf = None
+        os.close(self.src_fd)
+        os.close(self.dst_fd)
+        return data, self.eof
 
 
 class Link:
@@ -176,6 +319,9 @@ class Link:
         self.dst_paused = False
         self.src_paused = False
         self.done = False  # EOF delivered (or the link was cut)
+        self.src_ended = False  # the fast path read src's EOF: never read src again
+        self.fast: FastPath | None = None
+        self.fast_ok = FAST  # False once a fast path could not start here
         self._waiters: set[asyncio.Future] = set()
         self._writable: asyncio.Future | None = None
 
@@ -191,6 +337,7 @@ class Link:
         self.states[spec.name] = state
         self.chain.append(state)
         state.start()
+        self.leave_fast()
 
     def remove_toxic(self, name: str) -> None:
         state = self.states.pop(name, None)
@@ -236,11 +383,64 @@ class Link:
                 timer.cancel()
                 self._waiters.discard(waiter)
 
+    # -- the fast path
+    def try_fast(self) -> None:
+        """Hand the link to `FastPath` when no toxic acts and nothing is in flight here or in dst's buffer."""
+        if (not self.fast_ok or self.fast is not None or self.chain or self.pumping or self.queue
+                or self.done or self.src_ended or self.connection.closed or self.src.lost or self.dst.lost
+                or self.dst.transport.get_write_buffer_size()):
+            return
+        try:
+            self.fast = FastPath(self)
+        except (OSError, NotImplementedError):  # no fd to dup, or a loop without add_reader
+            self.fast_ok = False
+            return
+        self.src_paused = True
+        self.src.transport.pause_reading()
+
+    def leave_fast(self) -> None:
+        """Back to the transport path (a toxic arrived): bytes the fast path holds go first."""
+        fast, self.fast = self.fast, None
+        if fast is None:
+            return
+        data, eof = fast.stop()
+        if data:
+            self.queue.append(Chunk(data, self.loop.time()))
+            self.queued += len(data)
+        if eof:
+            self.src_ended = True
+            self.queue.append(EOF)
+        self._update_src()
+        if self.queue:
+            self._ensure_pump()
+
+    def drop_fast(self) -> None:
+        """Stop the fast path and drop what it holds (the connection is going)."""
+        if self.fast is not None:
+            self.fast.stop()
+            self.fast = None
+
+    def fast_ended(self) -> None:
+        """The fast path read src's EOF and wrote everything before it."""
+        self.drop_fast()
+        self.src_ended = True
+        self._deliver_eof()
+
+    def fast_failed(self, side: Side) -> None:
+        """A socket error on the fast path: lose that side, as its transport would on the error."""
+        self.drop_fast()
+        if side.transport is not None:
+            side.transport.abort()  # connection_lost -> Connection.side_lost
+
     # -- flow
     def feed(self, data: bytes) -> None:
+        if self.fast is not None:  # a read the transport had under way when it was paused
+            self.leave_fast()
         if not self.chain and not self.pumping:
             if not self.done:
-                self.dst.transport.write(data)  # the fast path
+                self.dst.transport.write(data)  # no toxic: straight on
+                if self.fast_ok and not self.dst.transport.get_write_buffer_size():
+                    self.try_fast()
             return
         self.queue.append(Chunk(data, self.loop.time()))
         self.queued += len(data)
@@ -248,6 +448,8 @@ class Link:
         self._ensure_pump()
 
     def feed_eof(self) -> None:
+        if self.fast is not None:
+            self.leave_fast()
         if not self.chain and not self.pumping:
             self._deliver_eof()
             return
@@ -261,6 +463,8 @@ class Link:
         self._update_src()
 
     def _update_src(self) -> None:
+        if self.fast is not None or self.src_ended:
+            return  # the fast path reads src (or has read all of it)
         want = self.dst_paused or self.queued > HIGH_WATER or (self.src_paused and self.queued > LOW_WATER)
         if want == self.src_paused or self.src.lost or self.src.transport is None:
             return
@@ -285,6 +489,8 @@ class Link:
                 await self._through(list(self.chain), 0, item)
         finally:
             self.pumping = False
+        if not self.chain and not self.queue:
+            self.try_fast()
 
     async def _through(self, chain: list[_State], index: int, item: Chunk | None) -> None:
         if self.connection.closed:
@@ -351,6 +557,8 @@ class Connection:
         for spec in self.proxy.toxics.values():
             self.links[spec.stream].add_toxic(spec)
         self.client.linked()
+        for link in self.links.values():
+            link.try_fast()
 
     def link_done(self, link: Link) -> None:
         """A link delivered its EOF: half-close its destination, or close all when both are done."""
@@ -388,6 +596,7 @@ class Connection:
         self.closed = True
         self.proxy.connections.discard(self)
         for link in self.links.values():
+            link.drop_fast()
             link.wake()
             if link._writable is not None and not link._writable.done():
                 link._writable.set_result(None)
