@@ -37,6 +37,14 @@ class BridgeMixin:
         if e2e_timeout > 0:
             self.e2e_timeout_s = e2e_timeout
 
+    def service_url(self, variable: str) -> str:
+        """A node's base URL from the stack's environment, e.g. ``STAMPING_URL``."""
+        return require(self.ctx.env, variable).rstrip("/")
+
+    def open_bus(self) -> Bus:
+        """This process's Kafka bridge (one producer and one observer, shared by all its users)."""
+        return bus(require(self.ctx.env, "KAFKA_BOOTSTRAP_SERVERS"))
+
     def intended(self) -> float | None:
         """In fixed-rate mode, wait for this request's slot and return its intended start; else None."""
         return self.pacer.next() if self.pacer is not None else None
@@ -64,7 +72,7 @@ class KafkaUser(BridgeMixin, User):
 
     def on_start(self) -> None:
         self.bridge_start()
-        self.bus: Bus = bus(require(self.ctx.env, "KAFKA_BOOTSTRAP_SERVERS"))
+        self.bus: Bus = self.open_bus()
 
     def publish(self, topic: str, event_type: EventType, payload: dict[str, Any], *, key: str,
                 source: str, correlation_id: str | None = None, ledger: tuple[str, str] | None = None,

@@ -16,8 +16,6 @@ from locust import FastHttpUser, task
 
 from locustfiles.support.base import BridgeMixin, wait_e2e
 from locustfiles.support.context import option
-from locustfiles.support.kafka import bus
-from locustfiles.support.stackenv import require
 from nodes.envelope import EventType
 
 
@@ -32,11 +30,11 @@ class StampingUser(BridgeMixin, FastHttpUser):
 
     def on_start(self) -> None:
         self.bridge_start()
-        self.base = require(self.ctx.env, "STAMPING_URL").rstrip("/")
+        self.base = self.service_url("STAMPING_URL")
         sizes = option(self.environment, "stamp_sizes")
         if sizes:
             self.sizes = [int(s) for s in str(sizes).split(",") if s.strip()]
-        self.bus = bus(require(self.ctx.env, "KAFKA_BOOTSTRAP_SERVERS")) if self.follow_bus else None
+        self.bus = self.open_bus() if self.follow_bus else None
         self.hashes: list[str] = []
 
     @task(3)

@@ -14,8 +14,6 @@ from locust import FastHttpUser, task
 
 from locustfiles.support.base import BridgeMixin, wait_e2e
 from locustfiles.support.context import option
-from locustfiles.support.kafka import bus
-from locustfiles.support.stackenv import require
 from nodes.envelope import EventType
 
 
@@ -30,11 +28,11 @@ class WorkflowUser(BridgeMixin, FastHttpUser):
 
     def on_start(self) -> None:
         self.bridge_start()
-        self.base = require(self.ctx.env, "ORCHESTRATOR_URL").rstrip("/")
+        self.base = self.service_url("ORCHESTRATOR_URL")
         ratio = option(self.environment, "intelligence")
         if ratio is not None:
             self.intelligence_ratio = float(ratio)
-        self.bus = bus(require(self.ctx.env, "KAFKA_BOOTSTRAP_SERVERS"))
+        self.bus = self.open_bus()
 
     @task
     def workflow(self) -> None:
