@@ -21,15 +21,15 @@ import uuid
 import aiohttp
 import asyncpg
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from blake3 import blake3
 from rich.console import Console
 from rich.table import Table
 
-from nodes.bus import assign_at_end
 from nodes.config import Topics
-from nodes.envelope import EventType, InvalidEnvelope, new_envelope, parse_envelope
+from nodes.envelope import EventType, new_envelope
 from nodes.stack.embedded import StackOptions, down, up
+from nodes.watch import BusWatcher
 
 console = Console()
 
@@ -40,32 +40,18 @@ def pct(values: list[float], q: float) -> float:
 
 async def workflows_at_fixed_rate(env: dict, rate: float, seconds: float) -> tuple[list[float], int]:
     """Submit at `rate`/s; end to end = WORKFLOW_COMPLETED seen on the bus − intended start."""
-    topics = Topics()
-    consumer = AIOKafkaConsumer(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], enable_auto_commit=False,
-                                fetch_max_wait_ms=5)
-    await consumer.start()
-    await assign_at_end(consumer, [topics.workflow])
+    watcher = BusWatcher(env["KAFKA_BOOTSTRAP_SERVERS"], [Topics().workflow], fetch_max_wait_ms=5)
     intended: dict[uuid.UUID, float] = {}
     latencies: list[float] = []
     failures = 0
 
-    submitted = asyncio.Event()
+    def completed(e, now: float) -> None:
+        if e.event_type == EventType.WORKFLOW_COMPLETED and e.correlation_id in intended:
+            latencies.append((now - intended[e.correlation_id]) * 1000)
 
-    async def observe(until: float) -> None:
-        while time.monotonic() < until and not (submitted.is_set() and len(latencies) >= len(intended)):
-            batch = await consumer.getmany(timeout_ms=20)
-            now = time.perf_counter()
-            for records in batch.values():
-                for r in records:
-                    try:
-                        e = parse_envelope(r.value)
-                    except InvalidEnvelope:
-                        continue
-                    if e.event_type == EventType.WORKFLOW_COMPLETED and e.correlation_id in intended:
-                        latencies.append((now - intended[e.correlation_id]) * 1000)
-
+    watcher.on_envelope = completed
+    await watcher.start()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=500)) as http:
-        observer = asyncio.create_task(observe(time.monotonic() + seconds + 20))
         start = time.perf_counter()
         tasks = []
 
@@ -88,9 +74,10 @@ async def workflows_at_fixed_rate(env: dict, rate: float, seconds: float) -> tup
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(submit(at)))
         await asyncio.gather(*tasks)
-        submitted.set()
-        await observer
-    await consumer.stop()
+        deadline = time.monotonic() + 20
+        while len(latencies) < len(intended) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    await watcher.stop()
     return latencies, failures + (len(intended) - len(latencies))
 
 

@@ -18,46 +18,13 @@ from typing import Callable
 
 import aiohttp
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-from nodes.bus import assign_at_end
+from aiokafka import AIOKafkaProducer
 
 from nodes.config import Topics
-from nodes.envelope import EventType, InvalidEnvelope, OnexEnvelopeV1, new_envelope, parse_envelope
+from nodes.envelope import EventType, new_envelope
+from nodes.watch import BusWatcher
 
 Say = Callable[[str], None]
-
-
-class _Waiter:
-    """Reads the result topics from their end and hands out envelopes by correlation id."""
-
-    def __init__(self, bootstrap: str, topics: list[str]):
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10)
-        self.topics = topics
-        self.seen: dict[uuid.UUID, list[OnexEnvelopeV1]] = {}
-
-    async def start(self) -> None:
-        await self.consumer.start()
-        await assign_at_end(self.consumer, self.topics)
-
-    async def wait(self, correlation_id: uuid.UUID, event_type: EventType, timeout_s: float = 10.0) -> OnexEnvelopeV1:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for env in self.seen.get(correlation_id, []):
-                if env.event_type == event_type:
-                    return env
-            batch = await self.consumer.getmany(timeout_ms=50)
-            for records in batch.values():
-                for r in records:
-                    try:
-                        env = parse_envelope(r.value)
-                    except InvalidEnvelope:
-                        continue
-                    self.seen.setdefault(env.correlation_id, []).append(env)
-        raise TimeoutError(f"no {event_type.value} for {correlation_id} within {timeout_s:.0f}s")
-
-    async def stop(self) -> None:
-        await self.consumer.stop()
 
 
 async def drive(env: dict[str, str], say: Say) -> tuple[list[dict], list[dict], list[dict]]:
@@ -66,7 +33,7 @@ async def drive(env: dict[str, str], say: Say) -> tuple[list[dict], list[dict], 
     process = f"demo:{os.getpid()}"
     samples: list[dict] = []
     ledger: list[dict] = []
-    waiter = _Waiter(env["KAFKA_BOOTSTRAP_SERVERS"], [topics.workflow, topics.stamped, topics.registered])
+    waiter = BusWatcher(env["KAFKA_BOOTSTRAP_SERVERS"], [topics.workflow, topics.stamped, topics.registered])
     await waiter.start()
     producer = AIOKafkaProducer(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], acks="all")
     await producer.start()

@@ -9,66 +9,10 @@ import aiohttp
 import asyncpg
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-from nodes.bus import assign_at_end
+from aiokafka import AIOKafkaProducer
 
 from nodes.config import Topics
-from nodes.envelope import OnexEnvelopeV1, parse_envelope, InvalidEnvelope
-
-
-class BusWatcher:
-    """Reads topics from their current end and keeps every envelope seen, for tests to wait on."""
-
-    def __init__(self, bootstrap: str, topics: list[str]):
-        self.bootstrap = bootstrap
-        self.topics = topics
-        self.seen: list[tuple[str, OnexEnvelopeV1]] = []
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task | None = None
-        self._changed = asyncio.Event()
-
-    async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                          max_partition_fetch_bytes=4 * 1024 * 1024)
-        await self._consumer.start()
-        await assign_at_end(self._consumer, self.topics)
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        assert self._consumer is not None
-        while True:
-            batch = await self._consumer.getmany(timeout_ms=50)
-            for records in batch.values():
-                for r in records:
-                    try:
-                        self.seen.append((r.topic, parse_envelope(r.value)))
-                    except InvalidEnvelope:
-                        pass
-            if batch:
-                self._changed.set()
-
-    async def wait_for(self, predicate: Callable[[OnexEnvelopeV1], bool], count: int = 1, timeout: float = 10.0
-                       ) -> list[OnexEnvelopeV1]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [env for _, env in self.seen if predicate(env)]
-            if len(found) >= count:
-                return found
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"only {len(found)} of {count} expected events seen within {timeout}s")
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-        if self._consumer:
-            await self._consumer.stop()
+from nodes.watch import BusWatcher
 
 
 @pytest.fixture(scope="session")
