@@ -4,8 +4,10 @@ Each row is a ratio measured in this run, on this machine, against an
 independent peer doing the same work: Kafka publishes of one Locust process
 against plain aiokafka (and `kcat`, librdkafka, when installed); stamping
 over HTTP from Locust against `wrk` (when installed); our Toxiproxy server
-against a direct connection; the analysis against pandas alone. The detailed
-scripts beside this file measure more (and longer); this is the summary.
+against a direct connection; the analysis against pandas alone. The chaos
+rows hold fault inject and heal times against their 100 ms target instead
+of a peer. The detailed scripts beside this file measure more (and
+longer); this is the summary.
 
     .venv/bin/python benchmarks/run_all.py [--seconds 6] [--samples 1000000]
 """
@@ -29,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import analysis_speed  # noqa: E402
+import chaos_timings  # noqa: E402
 import kafka_publish  # noqa: E402
 import proxy_overhead  # noqa: E402
 
@@ -122,6 +125,18 @@ def proxy_rows() -> list[Row]:
     ]
 
 
+def chaos_rows(repeats: int = 10) -> list[Row]:
+    rows, skipped = chaos_timings.measure(repeats)
+    out = [(f"fault inject / heal ms, median (max) of {r['repeats']}: {r['fault']} "
+            f"({chaos_timings.ACTIONS[r['fault']]})",
+            f"{r['inject_ms_median']:.1f} ({r['inject_ms_max']:.1f}) / {r['heal_ms_median']:.1f} ({r['heal_ms_max']:.1f})",
+            "target < 100", f"{max(r['inject_ms_max'], r['heal_ms_max']) / chaos_timings.TARGET_MS:.2f}")
+           for r in rows]
+    if skipped:
+        out.append(("fault inject / heal ms: container pause", "—", f"skipped: {skipped}", "—"))
+    return out
+
+
 def analysis_rows(samples: int) -> list[Row]:
     work = Path(tempfile.mkdtemp(prefix="bench-analysis-"))
     run_dir = work / "run"
@@ -146,6 +161,7 @@ def main() -> int:
     for title, step in (("Kafka publish", lambda: kafka_rows(args.seconds)),
                         ("HTTP stamping", lambda: stamping_rows(args.seconds)),
                         ("proxy overhead", proxy_rows),
+                        ("chaos inject and heal", chaos_rows),
                         ("analysis speed", lambda: analysis_rows(args.samples))):
         console.print(f"[dim]• {title}[/dim]")
         try:
