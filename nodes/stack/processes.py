@@ -7,6 +7,7 @@ and recorded as a `Part` with pid and start time in the state file.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,8 +21,34 @@ import psutil
 from nodes.stack.state import LaunchSpec, Part
 
 
+def _ephemeral_low() -> int:
+    """The first port of the range the kernel hands to outgoing connections (Linux default 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (the kernel's pick)."""
+    """A port nobody listens on right now, chosen below the kernel's ephemeral range.
+
+    The kernel's own pick (binding port 0) comes from the range it also gives
+    to outgoing connections, so between our pick and the node's bind one of the
+    hundreds of client connections a start opens can take it (a node then
+    fails with "address already in use"). Below that range a port is only
+    taken by someone who binds it by number; a random pick keeps two stacks
+    that start at once apart.
+    """
+    low = _ephemeral_low()
+    if low > 11000:
+        for _ in range(200):
+            port = random.randint(10000, low - 1)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]

@@ -11,18 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from nodes.stack.processes import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 LOCUST = str(Path(sys.executable).with_name("locust"))
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_http(port: int, timeout: float = 30.0) -> None:
@@ -41,7 +37,7 @@ def test_chaos_and_thresholds_tabs(stack_state_path, tmp_path: Path) -> None:
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
     playwright = pytest.importorskip("playwright.sync_api")
-    port = _free_port()
+    port = free_port()
     run_dir = tmp_path / "run"
     cmd = [LOCUST, "-f", str(ROOT / "locustfiles" / "stamping.py"), "--web-host", "127.0.0.1", "--web-port",
            str(port), "--stack", "external", "--stack-state", stack_state_path, "--run-dir", str(run_dir),
