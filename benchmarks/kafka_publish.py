@@ -131,14 +131,20 @@ def child(argv: list[str]) -> None:
 # ---------------------------------------------------------------- orchestration
 
 def ensure_topic(bootstrap: str) -> None:
+    """The benchmark's topic, and the bridge's (the Locust observer reads its result topics) on a bare broker."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from nodes.config import Topics
 
     async def main() -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
         try:
-            if TOPIC not in await admin.list_topics():
-                await admin.create_topics([NewTopic(TOPIC, num_partitions=1, replication_factor=1)])
+            existing = set(await admin.list_topics())
+            wanted = {TOPIC: 1} | {t: 3 for t in Topics().all()}
+            new = [NewTopic(t, num_partitions=n, replication_factor=1) for t, n in wanted.items() if t not in existing]
+            if new:
+                await admin.create_topics(new)
         finally:
             await admin.close()
 

@@ -35,7 +35,7 @@ import chaos_timings  # noqa: E402
 import kafka_publish  # noqa: E402
 import proxy_overhead  # noqa: E402
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)  # a wide table in logs too
 Row = tuple[str, str, str, str]  # measure, ours, peer, ratio
 
 
@@ -59,11 +59,15 @@ def kafka_rows(seconds: float) -> list[Row]:
             data = stack_dir / "messages.txt"
             data.write_text(("x" * 100 + "\n") * count)
             start = time.perf_counter()
-            subprocess.run([kcat, "-P", "-b", bootstrap, "-t", kafka_publish.TOPIC, "-X", "acks=all", "-l", str(data)],
-                           check=True, capture_output=True, timeout=300)
-            kcat_rate = int(count / (time.perf_counter() - start))
-            rows.append(("Kafka publishes/s: one Locust process vs kcat (librdkafka)",
-                         f"{locust:,}", f"{kcat_rate:,}", f"{locust / kcat_rate:.2f}"))
+            done = subprocess.run([kcat, "-P", "-b", bootstrap, "-t", kafka_publish.TOPIC, "-X", "acks=all",
+                                   "-l", str(data)], capture_output=True, text=True, timeout=300)
+            if done.returncode == 0:
+                kcat_rate = int(count / (time.perf_counter() - start))
+                rows.append(("Kafka publishes/s: one Locust process vs kcat (librdkafka)",
+                             f"{locust:,}", f"{kcat_rate:,}", f"{locust / kcat_rate:.2f}"))
+            else:  # librdkafka's ApiVersions handshake fails against Tansu 0.6 ("Read underflow")
+                error = next((line for line in done.stderr.splitlines() if "ERROR" in line), done.stderr[-200:])
+                rows.append(("Kafka publishes/s vs kcat", "—", f"kcat failed: {error[:120]}", "—"))
         else:
             rows.append(("Kafka publishes/s vs kcat", "—", "kcat not installed (apt-get install kcat)", "—"))
         return rows

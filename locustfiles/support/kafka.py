@@ -117,6 +117,10 @@ class Observer:
                              fetch_max_wait_ms=20)
         await _start_with_retry(c, "observer")
         tps = [TopicPartition(t, p) for t in self.topics for p in (c.partitions_for_topic(t) or [])]
+        if not tps:
+            await c.stop()
+            raise RuntimeError(f"none of the result topics {self.topics} exists on {self.bootstrap}: "
+                               "are the bridge's nodes running against this broker?")
         c.assign(tps)
         if from_beginning:
             await c.seek_to_beginning(*tps)
