@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import asyncpg
 
-from locustfiles.support.users.events import MALFORMED, dead_letter_prefix
+from locustfiles.support.adapter_events import MALFORMED, dead_letter_prefix
 from nodes.config import GROUP_DB_ADAPTER
 
 

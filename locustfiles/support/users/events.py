@@ -42,7 +42,6 @@ from typing import Any
 
 import asyncpg
 import gevent
-import orjson
 from locust import events, task
 
 from analysis import rundir
@@ -51,11 +50,9 @@ from locustfiles.support.context import option
 from locustfiles.support.kafka import Producer
 from locustfiles.support.stackenv import require
 from nodes.config import GROUP_DB_ADAPTER
-from nodes.envelope import EventType, new_envelope
+from locustfiles.support.adapter_events import EVENT_TYPE, MALFORMED, dead_letter_prefix
+from nodes.envelope import new_envelope
 
-# metadata-stamped.v1 is consumed by the database adapter alone among the nodes (the benchmark's choice too),
-# so the batches load the adapter and nothing else; METADATA_STAMPED is that topic's event type
-EVENT_TYPE = EventType.METADATA_STAMPED
 LOAD_MARK = "adapter-event"  # envelope metadata["load"]: how truth.py tells these events from the stamping node's
 KEYS_PER_USER = 16
 POLL_S = 0.02
@@ -81,22 +78,6 @@ def _options(parser: Any) -> None:
                         help="EventBatchUser: share of a batch published a second time with the same event_id")
     parser.add_argument("--malformed", type=int, default=5,
                         help="EventBatchUser: malformed messages per batch (must be dead-lettered)")
-
-
-def dead_letter_prefix(namespace: str) -> str:
-    """Keys of the malformed messages start with this; truth.py finds this run's dead letters by it."""
-    return f"{namespace}/dlq/"
-
-
-# (sort, value for a namespace, what the adapter's reason must say: nodes/envelope.py parse_envelope)
-MALFORMED: list[tuple[str, Callable[[str], bytes | None], str]] = [
-    ("not-json", lambda ns: b"{this is not json", "not JSON"),
-    ("not-an-object", lambda ns: b"[1, 2, 3]", "not a JSON object"),
-    ("missing-fields", lambda ns: orjson.dumps({"event_type": EVENT_TYPE.value, "namespace": ns}), "Field required"),
-    ("wrong-types", lambda ns: orjson.dumps({"event_id": 42, "event_type": EVENT_TYPE.value, "source_node_id": "x",
-                                             "namespace": ns, "payload": "not an object"}), "invalid envelope"),
-    ("null-value", lambda ns: None, "null value"),
-]
 
 
 @dataclass
