@@ -131,7 +131,7 @@ def measure(repeats: int, progress=lambda line: None) -> tuple[list[dict], str |
     client = docker_client()
     if client is None:
         return rows, "no Docker engine answers"
-    from chaos.proxy_server import free_port
+    from nodes.stack.processes import free_port
     from nodes.stack.docker_broker import BrokerContainer
 
     progress("container pause")

@@ -48,6 +48,7 @@ from typing import Iterable
 from aiohttp import web
 
 from chaos.toxics import EOF, Chunk, ToxicError, ToxicSpec, _State, new_state
+from nodes.stack.processes import free_port
 
 VERSION = "2.0.0+bridgestorm.0.1.0"
 DEFAULT_LISTEN = "127.0.0.1:8474"
@@ -980,13 +981,6 @@ def wait_until_answering(url: str, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"no Toxiproxy API answered at {url} within {timeout:.0f} s")
         time.sleep(0.02)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ProxyServerProcess:

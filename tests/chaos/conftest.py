@@ -21,7 +21,8 @@ if str(REPO) not in sys.path:
 
 from chaos.echo_server import EchoServer  # noqa: E402
 from chaos.probes import kafka_answers, wait_for  # noqa: E402
-from chaos.proxy_server import ProxyServerProcess, free_port  # noqa: E402
+from chaos.proxy_server import ProxyServerProcess  # noqa: E402
+from nodes.stack.processes import free_port  # noqa: E402
 from nodes.stack.processes import launch, process_part  # noqa: E402
 from nodes.stack.state import LaunchSpec, StackState, StateFile  # noqa: E402
 

@@ -9,7 +9,7 @@ import pytest
 
 from chaos.experiment import parse
 from chaos.journal import FaultJournal
-from chaos.proxy_server import free_port
+from nodes.stack.processes import free_port
 from chaos.runner import run_experiment
 from chaos.targets import ChaosRefused
 from chaos.targets.container import ContainerTarget

@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from chaos.probes import kafka_answers, tcp_answers, wait_for
-from chaos.proxy_server import free_port
+from nodes.stack.processes import free_port
 from chaos.runner import run_experiment
 from chaos.experiment import parse
 from chaos.targets import ChaosRefused, TargetError

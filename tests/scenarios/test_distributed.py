@@ -6,21 +6,16 @@ two separately started workers (as on several machines, here on loopback).
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from nodes.stack.processes import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 LOCUST = [sys.executable, "-m", "locust"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def check_merged(run_dir: Path, workers: int, tail: str) -> None:
