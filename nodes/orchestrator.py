@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
+from datetime import datetime, timezone
 
 import aiohttp
 import asyncpg
@@ -115,31 +115,26 @@ class OrchestratorNode(Node):
         except (ValueError, TypeError, AttributeError):
             return json_error(422, "fields 'workflow_id' and 'correlation_id' must be UUIDs")
         assert self.pool is not None and self.outbox is not None
-        async with self.pool.acquire() as conn:
-            async with conn.transaction():
-                inserted = await conn.fetchval(
-                    "INSERT INTO workflows (workflow_id, correlation_id, namespace, state, content, content_type,"
-                    " use_intelligence) VALUES ($1, $2, $3, 'pending', $4, $5, $6)"
-                    " ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id",
-                    workflow_id,
-                    correlation_id,
-                    namespace,
-                    content,
-                    content_type,
-                    use_intelligence,
-                )
-                if inserted is None:  # a retried submission: same workflow, accepted once
-                    row = await conn.fetchrow("SELECT * FROM workflows WHERE workflow_id = $1", workflow_id)
-                    return web.json_response(self._workflow_json(row), status=202)
-                env = new_envelope(
-                    EventType.WORKFLOW_STARTED,
-                    {"workflow_id": str(workflow_id), "state": "pending", "sequence": 0,
-                     "use_intelligence": use_intelligence},
-                    source_node_id=self.settings.node_id,
-                    namespace=namespace,
-                    correlation_id=correlation_id,
-                )
-                await self.outbox.add(conn, self.settings.topics.workflow, str(workflow_id), env)
+        started = new_envelope(
+            EventType.WORKFLOW_STARTED,
+            {"workflow_id": str(workflow_id), "state": "pending", "sequence": 0, "use_intelligence": use_intelligence},
+            source_node_id=self.settings.node_id,
+            namespace=namespace,
+            correlation_id=correlation_id,
+        )
+        # the row and its first event in one statement (atomic, one round trip)
+        inserted = await self.pool.fetchval(
+            "WITH ins AS (INSERT INTO workflows (workflow_id, correlation_id, namespace, state, content, content_type,"
+            " use_intelligence) VALUES ($1, $2, $3, 'pending', $4, $5, $6)"
+            " ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id),"
+            f" events AS ({self.outbox.insert_rows_sql(first_param=7)} WHERE EXISTS (SELECT 1 FROM ins))"
+            " SELECT count(*) FROM ins",
+            workflow_id, correlation_id, namespace, content, content_type, use_intelligence,
+            *self.outbox.columns(self.settings.topics.workflow, [(str(workflow_id), started)]),
+        )
+        if not inserted:  # a retried submission: same workflow, accepted once
+            row = await self.pool.fetchrow("SELECT * FROM workflows WHERE workflow_id = $1", workflow_id)
+            return web.json_response(self._workflow_json(row), status=202)
         self.outbox.wake()
         self.accepted += 1
         self._spawn(workflow_id)
@@ -182,53 +177,56 @@ class OrchestratorNode(Node):
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _transition(self, workflow_id: uuid.UUID, to_state: str, **fields) -> asyncpg.Record:
-        """One step: update the row and add its events, in one transaction (retried while the database is away)."""
-        assert self.pool is not None and self.outbox is not None
+    async def _transition(self, row: asyncpg.Record, to_state: str, **fields) -> asyncpg.Record:
+        """One step: update the row and add its events atomically (retried while the database is away)."""
         delay = 0.05
         for attempt in range(50):
             try:
-                return await self._transition_once(workflow_id, to_state, **fields)
+                return await self._transition_once(row, to_state, **fields)
             except (asyncpg.PostgresConnectionError, OSError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
-                log.warning("workflow %s: transition to %s failed (%r), retrying", workflow_id, to_state, exc)
+                log.warning("workflow %s: transition to %s failed (%r), retrying", row["workflow_id"], to_state, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         raise StepFailed(f"could not record transition to {to_state}")
 
-    async def _transition_once(self, workflow_id: uuid.UUID, to_state: str, **fields) -> asyncpg.Record:
+    async def _transition_once(self, row: asyncpg.Record, to_state: str, **fields) -> asyncpg.Record:
+        """Move ``row`` (as this driver last saw it) to ``to_state`` in one statement, events included.
+
+        The events are built from the row we hold, so the update and the outbox insert go in one
+        statement (atomic on its own: no BEGIN/COMMIT round trips). The ``sequence`` guard makes it
+        a no-op when the row moved meanwhile; then the row as it is now is returned.
+        """
         assert self.pool is not None and self.outbox is not None
-        async with self.pool.acquire() as conn:
-            async with conn.transaction():
-                # one round trip: lock the row, remember where it came from, move it on
-                sets = ", ".join(f"{name} = ${i + 3}" for i, name in enumerate(fields))
-                row = await conn.fetchrow(
-                    "WITH old AS (SELECT state, sequence FROM workflows WHERE workflow_id = $1 FOR UPDATE)"
-                    " UPDATE workflows w SET state = $2, sequence = old.sequence + 1, updated_at = clock_timestamp()"
-                    f"{', ' + sets if sets else ''} FROM old WHERE w.workflow_id = $1"
-                    " RETURNING w.*, old.state AS from_state",
-                    workflow_id,
-                    to_state,
-                    *fields.values(),
-                )
-                from_state, sequence = row["from_state"], row["sequence"]
-                common = dict(source_node_id=self.settings.node_id, namespace=row["namespace"],
-                              correlation_id=row["correlation_id"])
-                payload = {"workflow_id": str(workflow_id), "from_state": from_state, "to_state": to_state,
-                           "sequence": sequence}
-                events = [(self.settings.topics.workflow, str(workflow_id),
-                           new_envelope(EventType.STATE_TRANSITION, payload, **common))]
-                if to_state in ("completed", "failed"):
-                    final_type = EventType.WORKFLOW_COMPLETED if to_state == "completed" else EventType.WORKFLOW_FAILED
-                    duration_ms = (row["updated_at"] - row["created_at"]).total_seconds() * 1000
-                    # the final event comes after the final transition: its own, higher sequence
-                    final = {"workflow_id": str(workflow_id), "state": to_state, "sequence": sequence + 1,
-                             "stamp_hash": row["stamp_hash"], "intelligence": row["intelligence"],
-                             "error": row["error"], "duration_ms": duration_ms}
-                    events.append((self.settings.topics.workflow, str(workflow_id),
-                                   new_envelope(final_type, final, **common)))
-                await self.outbox.add_many(conn, events)
+        workflow_id, sequence = row["workflow_id"], row["sequence"] + 1
+        after = {**dict(row), **fields}
+        common = dict(source_node_id=self.settings.node_id, namespace=row["namespace"],
+                      correlation_id=row["correlation_id"])
+        key = str(workflow_id)
+        payload = {"workflow_id": key, "from_state": row["state"], "to_state": to_state, "sequence": sequence}
+        events = [(key, new_envelope(EventType.STATE_TRANSITION, payload, **common))]
+        if to_state in ("completed", "failed"):
+            final_type = EventType.WORKFLOW_COMPLETED if to_state == "completed" else EventType.WORKFLOW_FAILED
+            duration_ms = (datetime.now(timezone.utc) - row["created_at"]).total_seconds() * 1000
+            # the final event comes after the final transition: its own, higher sequence
+            final = {"workflow_id": key, "state": to_state, "sequence": sequence + 1,
+                     "stamp_hash": after["stamp_hash"], "intelligence": after["intelligence"],
+                     "error": after["error"], "duration_ms": duration_ms}
+            events.append((key, new_envelope(final_type, final, **common)))
+        sets = "".join(f", {name} = ${i + 4}" for i, name in enumerate(fields))
+        outbox = self.outbox.insert_rows_sql(first_param=4 + len(fields))
+        moved = await self.pool.fetchrow(
+            "WITH moved AS (UPDATE workflows SET state = $2, sequence = $3, updated_at = clock_timestamp()"
+            f"{sets} WHERE workflow_id = $1 AND sequence = $3 - 1 RETURNING *),"
+            f" events AS ({outbox} WHERE EXISTS (SELECT 1 FROM moved))"
+            " SELECT * FROM moved",
+            workflow_id, to_state, sequence, *fields.values(),
+            *self.outbox.columns(self.settings.topics.workflow, events),
+        )
+        if moved is None:  # someone else moved it: go on from where it is
+            log.warning("workflow %s moved while driven (sequence %d expected)", workflow_id, sequence - 1)
+            return await self.pool.fetchrow("SELECT * FROM workflows WHERE workflow_id = $1", workflow_id)
         self.outbox.wake()
-        return row
+        return moved
 
     async def _drive(self, workflow_id: uuid.UUID) -> None:
         async with self._slots:
@@ -236,26 +234,26 @@ class OrchestratorNode(Node):
             row = await self.pool.fetchrow("SELECT * FROM workflows WHERE workflow_id = $1", workflow_id)
             try:
                 if row["state"] == "pending":
-                    row = await self._transition(workflow_id, "processing")
+                    row = await self._transition(row, "processing")
                 if row["state"] == "processing":
                     stamp_hash = await self._stamp(row)
-                    row = await self._transition(workflow_id, "stamped", stamp_hash=stamp_hash)
+                    row = await self._transition(row, "stamped", stamp_hash=stamp_hash)
                 if row["state"] == "stamped":
                     if row["use_intelligence"]:
                         verdict = await self._enrich(row)
                         if verdict == "used":
-                            row = await self._transition(workflow_id, "enriched", intelligence="used")
+                            row = await self._transition(row, "enriched", intelligence="used")
                         else:
                             self.fallbacks += 1
-                            row = await self._transition(workflow_id, "completed", intelligence="fallback")
+                            row = await self._transition(row, "completed", intelligence="fallback")
                     else:
-                        row = await self._transition(workflow_id, "completed", intelligence="skipped")
+                        row = await self._transition(row, "completed", intelligence="skipped")
                 if row["state"] == "enriched":
-                    row = await self._transition(workflow_id, "completed")
+                    row = await self._transition(row, "completed")
                 self.completed += 1
             except StepFailed as exc:
                 self.failed += 1
-                await self._transition(workflow_id, "failed", error=str(exc))
+                await self._transition(row, "failed", error=str(exc))
 
     async def _stamp(self, row) -> str:
         """Stamp the content; retried with backoff, through the stamping breaker."""

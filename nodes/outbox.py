@@ -77,6 +77,23 @@ class Outbox:
             ],
         )
 
+    def insert_rows_sql(self, first_param: int) -> str:
+        """An ``INSERT INTO outbox ... SELECT`` of the events given by `columns()`, for a caller that adds its
+        events in the same statement as its own change: one round trip instead of a transaction's four.
+
+        Parameters ``$first_param .. $first_param+5`` are the arrays `columns()` returns, in order.
+        """
+        p = [f"${first_param + i}" for i in range(6)]
+        return ("INSERT INTO outbox (event_id, producer, topic, key, value, required)"
+                f" SELECT e.event_id, {p[0]}::text, e.topic, e.key, e.value, {p[1]}::text[]"
+                f" FROM unnest({p[2]}::uuid[], {p[3]}::text[], {p[4]}::text[], {p[5]}::bytea[])"
+                " AS e(event_id, topic, key, value)")
+
+    def columns(self, topic: str, events: list[tuple[str, OnexEnvelopeV1]]) -> list:
+        """The parameters of `insert_rows_sql` for (key, envelope) events that all go to `topic`."""
+        return [self.producer_id, required_consumers(self.topics, topic), [env.event_id for _, env in events],
+                [topic] * len(events), [key for key, _ in events], [env.to_bytes() for _, env in events]]
+
     async def publish(self, topic: str, key: str, envelope: OnexEnvelopeV1) -> None:
         """Add one event in a transaction of its own and wake the relay."""
         async with self.pool.acquire() as conn:
