@@ -81,9 +81,9 @@ class OrchestratorNode(Node):
             connector=aiohttp.TCPConnector(limit=200), timeout=aiohttp.ClientTimeout(total=10)
         )
         assert self.pool is not None
-        rows = await self.pool.fetch("SELECT workflow_id FROM workflows WHERE state NOT IN ('completed', 'failed')")
+        rows = await self.pool.fetch("SELECT * FROM workflows WHERE state NOT IN ('completed', 'failed')")
         for row in rows:
-            self._spawn(row["workflow_id"])
+            self._spawn(row)
         if rows:
             log.warning("resuming %d unfinished workflows", len(rows))
 
@@ -123,21 +123,21 @@ class OrchestratorNode(Node):
             correlation_id=correlation_id,
         )
         # the row and its first event in one statement (atomic, one round trip)
-        inserted = await self.pool.fetchval(
+        inserted = await self.pool.fetchrow(
             "WITH ins AS (INSERT INTO workflows (workflow_id, correlation_id, namespace, state, content, content_type,"
             " use_intelligence) VALUES ($1, $2, $3, 'pending', $4, $5, $6)"
-            " ON CONFLICT (workflow_id) DO NOTHING RETURNING workflow_id),"
+            " ON CONFLICT (workflow_id) DO NOTHING RETURNING *),"
             f" events AS ({self.outbox.insert_rows_sql(first_param=7)} WHERE EXISTS (SELECT 1 FROM ins))"
-            " SELECT count(*) FROM ins",
+            " SELECT * FROM ins",
             workflow_id, correlation_id, namespace, content, content_type, use_intelligence,
             *self.outbox.columns(self.settings.topics.workflow, [(str(workflow_id), started)]),
         )
-        if not inserted:  # a retried submission: same workflow, accepted once
+        if inserted is None:  # a retried submission: same workflow, accepted once
             row = await self.pool.fetchrow("SELECT * FROM workflows WHERE workflow_id = $1", workflow_id)
             return web.json_response(self._workflow_json(row), status=202)
         self.outbox.wake()
         self.accepted += 1
-        self._spawn(workflow_id)
+        self._spawn(inserted)
         return web.json_response(
             {"workflow_id": str(workflow_id), "correlation_id": str(correlation_id), "state": "pending",
              "namespace": namespace},
@@ -172,8 +172,8 @@ class OrchestratorNode(Node):
         }
 
     # -- the state machine ---------------------------------------------------------------------
-    def _spawn(self, workflow_id: uuid.UUID) -> None:
-        task = asyncio.create_task(self._drive(workflow_id), name=f"workflow-{workflow_id}")
+    def _spawn(self, row: asyncpg.Record) -> None:
+        task = asyncio.create_task(self._drive(row), name=f"workflow-{row['workflow_id']}")
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
@@ -228,10 +228,9 @@ class OrchestratorNode(Node):
         self.outbox.wake()
         return moved
 
-    async def _drive(self, workflow_id: uuid.UUID) -> None:
+    async def _drive(self, row: asyncpg.Record) -> None:
+        """Run one workflow from the state of ``row`` (just inserted, or found unfinished at start) to its end."""
         async with self._slots:
-            assert self.pool is not None
-            row = await self.pool.fetchrow("SELECT * FROM workflows WHERE workflow_id = $1", workflow_id)
             try:
                 if row["state"] == "pending":
                     row = await self._transition(row, "processing")
