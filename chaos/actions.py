@@ -18,7 +18,6 @@ from __future__ import annotations
 from chaos.faults import Resolver
 from chaos.probes import kafka_answers as _kafka_answers
 from chaos.probes import tcp_answers as _tcp_answers
-from chaos.probes import wait_for as _wait_for
 from chaos.targets.process import ProcessTarget
 from chaos.targets.proxy import ProxyTarget
 
@@ -40,11 +39,8 @@ def terminate_process(name: str, state: str | None = None) -> dict:
     return kill_process(name, "SIGTERM", state)
 
 
-def pause_process(name: str, state: str | None = None, wait_s: float = 2.0) -> dict:
-    """SIGSTOP, then wait up to `wait_s` until every thread has stopped, so the next probe sees it paused."""
-    target = ProcessTarget(name, state)
-    target.pause()
-    _wait_for(target.is_injected, wait_s, interval_s=0.002)
+def pause_process(name: str, state: str | None = None) -> dict:
+    ProcessTarget(name, state).pause()
     return {"name": name, "paused": True}
 
 
