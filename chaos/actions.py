@@ -27,12 +27,11 @@ def _proxy(proxy: str, url: str | None, state: str | None) -> ProxyTarget:
 
 
 # -- local processes of the stack
-def kill_process(name: str, signal: str = "SIGKILL", state: str | None = None, wait_s: float = 5.0) -> dict:
-    """Send the signal and wait up to `wait_s` for the process to exit, so the next probe sees it gone."""
+def kill_process(name: str, signal: str = "SIGKILL", state: str | None = None) -> dict:
     target = ProcessTarget(name, state)
     pid = target.pid
     target.kill(signal)
-    return {"name": name, "pid": pid, "signal": signal, "exited": target.wait_exited(wait_s)}
+    return {"name": name, "pid": pid, "signal": signal}
 
 
 def terminate_process(name: str, state: str | None = None) -> dict:

@@ -25,8 +25,6 @@ class FaultType:
     heals_by: str | None = None  # None: the fault ends by itself (restart)
     inject: Callable = lambda target, params, fault_id: {}
     heal: Callable | None = None
-    # what the heal must wait for first, outside heal_ms (a killed process must have exited)
-    before_heal: Callable | None = None
 
 
 def _toxic_fault(toxic: str) -> FaultType:
@@ -45,12 +43,8 @@ def _toxic_fault(toxic: str) -> FaultType:
                      {**attrs, "stream": "downstream", "toxicity": 1.0}, "remove the toxic", inject, heal)
 
 
-def _process(action, summary, params, heals_by, inject, heal=None, before_heal=None) -> FaultType:
-    return FaultType("process", action, summary, params, heals_by, inject, heal, before_heal)
-
-
-def _exited(target, params, token) -> None:
-    target.wait_exited(10.0)  # a process still running after that is left alone by start()
+def _process(action, summary, params, heals_by, inject, heal=None) -> FaultType:
+    return FaultType("process", action, summary, params, heals_by, inject, heal)
 
 
 def _container(action, summary, params, heals_by, inject, heal=None) -> FaultType:
@@ -59,11 +53,11 @@ def _container(action, summary, params, heals_by, inject, heal=None) -> FaultTyp
 
 FAULTS: dict[tuple[str, str], FaultType] = {}
 for _ft in [
-    _process("kill", "send a signal (SIGKILL by default)",
-             {"signal": "SIGKILL"}, "restart from its launch spec once it has exited",
-             lambda t, p, f: t.kill(p["signal"]) or {}, lambda t, p, tok: t.start(), _exited),
-    _process("terminate", "SIGTERM (graceful stop)", {}, "restart from its launch spec once it has exited",
-             lambda t, p, f: t.terminate() or {}, lambda t, p, tok: t.start(), _exited),
+    _process("kill", "send a signal (SIGKILL by default) and wait until the process is gone",
+             {"signal": "SIGKILL"}, "restart from its launch spec",
+             lambda t, p, f: t.kill(p["signal"]) or {}, lambda t, p, tok: t.start()),
+    _process("terminate", "SIGTERM (graceful stop)", {}, "restart from its launch spec",
+             lambda t, p, f: t.terminate() or {}, lambda t, p, tok: t.start()),
     _process("pause", "SIGSTOP", {}, "SIGCONT",
              lambda t, p, f: t.pause() or {}, lambda t, p, tok: t.resume()),
     _process("restart", "SIGTERM, then start again from its launch spec", {}, None,

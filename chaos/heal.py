@@ -35,8 +35,6 @@ def heal_all(state_path: str | None = None, toxiproxy_url: str | None = None, ac
             ft = fault_type(record.target_kind, record.action)
             if ft.heal is not None:
                 target = resolver.target(record.target_kind, record.target)
-                if ft.before_heal is not None:
-                    ft.before_heal(target, record.parameters, entry.get("token") or {})
                 ft.heal(target, record.parameters, entry.get("token") or {})
             record.healed_at, record.outcome = time.time(), "healed"
             record.error = (record.error + "; " if record.error else "") + "healed by `chaos heal`"

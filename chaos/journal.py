@@ -2,26 +2,10 @@
 
 The fields are the run directory contract (docs/run-directory.md): fault_id,
 name, action, target, target_kind, parameters, started_at, healed_at (UNIX
-seconds), outcome (healed | failed | not-healed), observed and error. A line
-is written when a fault is over (healed, failed or given up), appended under
-a lock so several writers (a runner and a later `chaos heal`) never
-interleave.
-
-`observed` keeps what the action cost apart from what the target did:
-
-- inject_ms: the inject action alone, in ms: the signal sent, the toxic
-  created, the proxy disabled, the Docker call returned (for a restart
-  fault, the whole restart: stop, wait for the exit, start)
-- heal_ms: the heal action alone, in ms: SIGCONT sent, toxic removed, proxy
-  enabled, process launched, Docker call returned (for a killed process,
-  not the wait for its exit that must come first)
-- down_after_s: seconds from the inject until the target stopped answering
-  its health check (null: not seen down, or not observed for this fault)
-- answered_after_s: seconds from the heal (for a restart: from when it
-  returned) until the target answered again (null: not seen answering)
-
-Health is observed for process and container targets and the proxy `down`
-fault; a toxic leaves its link answering, so its down/answered stay null.
+seconds), outcome (healed | failed | not-healed), observed
+{down_after_s, answered_after_s, ...} and error. A line is written when a
+fault is over (healed, failed or given up), appended under a lock so several
+writers (a runner and a later `chaos heal`) never interleave.
 """
 from __future__ import annotations
 
@@ -45,8 +29,7 @@ class FaultRecord:
     started_at: float | None = None
     healed_at: float | None = None
     outcome: str = "not-healed"
-    observed: dict = field(default_factory=lambda: {"inject_ms": None, "heal_ms": None,
-                                                     "down_after_s": None, "answered_after_s": None})
+    observed: dict = field(default_factory=lambda: {"down_after_s": None, "answered_after_s": None})
     error: str | None = None
 
     def to_json(self) -> str:

@@ -44,6 +44,7 @@ class FaultRun:
         self.target_name = target
         self.resolver, self.journal, self.active, self.log = resolver, journal, active, log
         self.record = FaultRecord(fault_id, name, action, target, kind, dict(self.params))
+        self.record.observed.update({"inject_ms": None, "heal_ms": None})
         self.token: dict | None = {}
         self.target: Any = None
         self.healed = False
@@ -65,14 +66,13 @@ class FaultRun:
                 "state_path": self.resolver.state_path, "toxiproxy_url": self.resolver.proxy_url()}
 
     def inject(self) -> bool:
-        """Inject; `inject_ms` times the action alone, the observers time the target (see chaos.journal)."""
         try:
             self.target = self.resolver.target(self.record.target_kind, self.target_name)
             self.record.started_at = time.time()
             self.active.add(self.record.fault_id, self._entry())
             start = time.monotonic()
-            if self._observable():  # watching from before the action: down_after_s is not inflated by it
-                self._observe(self._watch_restart if self.ft.heal is None else self._watch_down, start)
+            if self.ft.heal is None and self._observable():
+                self._observe(self._watch_restart, start)  # down and back within the inject itself
             self.token = self.ft.inject(self.target, self.params, self.record.fault_id) or {}
             self.record.observed["inject_ms"] = round((time.monotonic() - start) * 1000, 3)
             self.active.add(self.record.fault_id, self._entry())
@@ -88,17 +88,16 @@ class FaultRun:
             self.record.healed_at, self.healed = time.time(), True
             self.record.outcome = "healed"
             self._restart_returned = time.monotonic()
+        elif self._observable():
+            self._observe(self._watch_down, start)
         return True
 
     def heal(self) -> None:
-        """Heal; `heal_ms` times the heal action alone, not what it must wait for first."""
         if self.healed or self.finished or self.ft.heal is None:
             return
+        self._heal_started.set()
+        start = time.monotonic()
         try:
-            if self.ft.before_heal is not None:  # meanwhile the down watcher still looks
-                self.ft.before_heal(self.target, self.params, self.token)
-            self._heal_started.set()
-            start = time.monotonic()
             self.ft.heal(self.target, self.params, self.token)
         except Exception as exc:  # noqa: BLE001
             self.record.outcome, self.record.error = "failed", f"heal: {exc}"

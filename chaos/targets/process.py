@@ -7,9 +7,7 @@ someone else). A restart starts the process exactly as the stack did (its
 """
 from __future__ import annotations
 
-import os
 import signal
-import time
 
 import psutil
 
@@ -66,7 +64,7 @@ class ProcessTarget:
         part = self.part()
         proc = part.process()
         if proc is None:
-            if part.pid is not None and psutil.pid_exists(part.pid) and not _exited_unreaped(part):
+            if part.pid is not None and psutil.pid_exists(part.pid):
                 raise ChaosRefused(f"pid {part.pid} of {self.name!r} now belongs to another process "
                                    "(start time differs); not touching it")
             raise TargetError(f"process {self.name!r} (pid {part.pid}) is not running")
@@ -80,39 +78,20 @@ class ProcessTarget:
     def signal(self, sig: str | int) -> None:
         self.process().send_signal(parse_signal(sig))
 
-    def kill(self, sig: str | int = "SIGKILL") -> None:
-        """Send the signal (SIGKILL by default); returns once it is sent, see `wait_exited`.
-
-        Why not wait here: the exit is the kernel's (and the parent's reaping)
-        business and can take a second or more; a fault's inject time is the
-        signal, and when the target went down is observed separately.
-        """
+    def kill(self, sig: str | int = "SIGKILL", wait_s: float = 5.0) -> None:
+        """Send the signal (SIGKILL by default) and wait until the process is gone."""
         proc = self.process()
         sig = parse_signal(sig)
         if sig not in (signal.SIGSTOP, signal.SIGCONT):
             proc.send_signal(signal.SIGCONT) if proc.status() == psutil.STATUS_STOPPED else None
         proc.send_signal(sig)
+        try:
+            proc.wait(wait_s)
+        except psutil.TimeoutExpired:
+            pass
 
-    def terminate(self) -> None:
-        self.kill("SIGTERM")
-
-    def wait_exited(self, wait_s: float = 10.0) -> bool:
-        """Wait up to `wait_s` until the part's process has exited (a zombie counts); True if it has.
-
-        An exited child of this process is reaped, so no zombie is left behind.
-        """
-        deadline = time.monotonic() + wait_s
-        part = self.part()
-        while part.process() is not None:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
-        if part.pid is not None and _exited_unreaped(part):
-            try:
-                os.waitpid(part.pid, os.WNOHANG)
-            except ChildProcessError:
-                pass  # not our child: its parent reaps it
-        return True
+    def terminate(self, wait_s: float = 10.0) -> None:
+        self.kill("SIGTERM", wait_s)
 
     def pause(self) -> None:
         self.process().send_signal(signal.SIGSTOP)
@@ -168,16 +147,6 @@ class ProcessTarget:
             return proc is None or proc.status() == psutil.STATUS_STOPPED
         except psutil.Error:
             return True
-
-
-def _exited_unreaped(part: Part) -> bool:
-    """The part's own process, exited but not yet reaped by its parent (a zombie)."""
-    try:
-        proc = psutil.Process(part.pid)
-        same = part.create_time is None or abs(proc.create_time() - part.create_time) <= 0.5
-        return same and proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def _read(state_file: StateFile):

@@ -8,13 +8,11 @@ import time
 import psutil
 import pytest
 
-from chaos.probes import kafka_answers, tcp_answers, wait_for
-from nodes.stack.processes import free_port
+from chaos.probes import kafka_answers, wait_for
 from chaos.runner import run_experiment
 from chaos.experiment import parse
 from chaos.targets import ChaosRefused, TargetError
 from chaos.targets.process import ProcessTarget
-from nodes.stack.state import LaunchSpec
 
 
 def test_kill_and_restart_from_launch_spec(stack):
@@ -25,7 +23,6 @@ def test_kill_and_restart_from_launch_spec(stack):
     start = time.perf_counter()
     target.kill()
     kill_ms = (time.perf_counter() - start) * 1000
-    assert target.wait_exited(5)
     assert not psutil.pid_exists(old.pid) or psutil.Process(old.pid).status() == psutil.STATUS_ZOMBIE
     assert not target.answers()
     with pytest.raises(TargetError):
@@ -108,41 +105,3 @@ timeline:
     assert 0.9 <= kill["healed_at"] - kill["started_at"] <= 1.3
     assert kill["observed"]["inject_ms"] < 100 and kill["observed"]["heal_ms"] < 100
     assert lines[1]["observed"]["inject_ms"] < 100 and lines[1]["observed"]["heal_ms"] < 100
-
-
-SLOW_EXIT = """
-import signal, socket, sys, time
-server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
-def stop(*_):
-    time.sleep(0.6)  # a graceful shutdown: still accepting connections meanwhile
-    sys.exit(0)
-signal.signal(signal.SIGTERM, stop)
-while True:
-    server.accept()[0].close()
-"""
-
-
-def test_inject_ms_is_the_signal_and_the_exit_is_observed_apart(stack, tmp_path):
-    """A process that takes 0.6 s to exit: inject_ms is the SIGTERM, down_after_s the exit;
-    a heal due before the exit waits for it outside heal_ms, then starts the process again."""
-    port = free_port()
-    spec = LaunchSpec(argv=[sys.executable, "-c", SLOW_EXIT, str(port)], log=str(tmp_path / "slow.log"))
-    old_pid = stack.add_process("slow", spec, f"127.0.0.1:{port}", f"tcp://127.0.0.1:{port}")
-    assert wait_for(lambda: tcp_answers(f"127.0.0.1:{port}"), 10) is not None
-    exp = parse("""
-title: slow exit
-timeline:
-  - {at: 0.1, duration: 0.2, fault: terminate, target: slow}
-""")
-    result = run_experiment(exp, tmp_path / "run", state_path=stack.state_path, log=lambda m: None)
-    assert result.status == "completed", result
-    from chaos.journal import FaultJournal
-    [line] = FaultJournal(tmp_path / "run").read()
-    observed = line["observed"]
-    assert observed["inject_ms"] < 100, observed
-    assert observed["down_after_s"] >= 0.5, observed
-    assert observed["heal_ms"] < 100, observed
-    assert observed["answered_after_s"] is not None, observed
-    assert line["healed_at"] - line["started_at"] >= 0.5, "the heal waited for the exit"
-    assert stack.part("slow").pid != old_pid
-    assert wait_for(lambda: tcp_answers(f"127.0.0.1:{port}"), 10) is not None
