@@ -1,8 +1,9 @@
 """The drain step: after the load, read what the system under test stored into ``truth/``.
 
 Only this run's namespace is read, so earlier runs on the same database are
-neither counted as lost nor as unexpected. The drain waits until the counts
-stop changing (the nodes finish their backlog) or the drain period ends.
+neither counted as lost nor as unexpected. The drain waits until every item
+the ledger says was acknowledged is stored and the counts have stopped
+changing (the nodes finished their backlog), or until the drain period ends.
 """
 from __future__ import annotations
 
