@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -91,6 +92,26 @@ class Call:
             self.bridge.loop.call_soon_threadsafe(task.cancel)
 
 
+class _LogInTheHub(logging.Filter):
+    """Records logged in the loop thread are handled in the gevent hub, never in the loop thread.
+
+    A logging handler takes its lock for every record, and in a gevent-patched
+    process that lock is a gevent lock: a native thread contending for it with
+    the hub can stall the hub. A killed broker makes aiokafka log from the loop
+    thread in bursts, exactly when the chaos runner's greenlets must heal it.
+    """
+
+    def __init__(self, bridge: "AsyncBridge", handler: logging.Handler) -> None:
+        super().__init__()
+        self.bridge, self.handler = bridge, handler
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _get_native_ident() != self.bridge.loop_ident:
+            return True
+        self.bridge.call_in_gevent(self.handler.handle, record)
+        return False
+
+
 class AsyncBridge:
     """An asyncio loop in a native thread, usable from greenlets. One per process: see ``bridge()``."""
 
@@ -104,6 +125,7 @@ class AsyncBridge:
         self._waiting = 0
         self._watcher: Any = None
         self._pid = os.getpid()
+        self.loop_ident: int | None = None  # the loop thread's native id
 
     # ---- lifecycle
 
@@ -121,6 +143,7 @@ class AsyncBridge:
         self._stopped.acquire()
 
         def run() -> None:
+            self.loop_ident = _get_native_ident()
             loop = asyncio.SelectorEventLoop(_OriginalSelector())
             asyncio.set_event_loop(loop)
             self.loop = loop
@@ -131,6 +154,10 @@ class AsyncBridge:
                 loop.close()
                 self._stopped.release()
 
+        for handler in logging.getLogger().handlers:  # see _LogInTheHub (a forked child replaces its parent's)
+            for old in [f for f in handler.filters if isinstance(f, _LogInTheHub)]:
+                handler.removeFilter(old)
+            handler.addFilter(_LogInTheHub(self, handler))
         _start_native_thread(run, ())
         # a native lock: the loop is up within microseconds, so blocking the hub here is harmless
         if not ready.acquire(True, 10) or self.loop is None:
