@@ -127,7 +127,7 @@ class OrchestratorNode(Node):
             "WITH ins AS (INSERT INTO workflows (workflow_id, correlation_id, namespace, state, content, content_type,"
             " use_intelligence) VALUES ($1, $2, $3, 'pending', $4, $5, $6)"
             " ON CONFLICT (workflow_id) DO NOTHING RETURNING *),"
-            f" events AS ({self.outbox.insert_rows_sql(first_param=7)} WHERE EXISTS (SELECT 1 FROM ins))"
+            f" events AS ({self.outbox.insert_rows_sql(first_param=7, where='EXISTS (SELECT 1 FROM ins)')})"
             " SELECT * FROM ins",
             workflow_id, correlation_id, namespace, content, content_type, use_intelligence,
             *self.outbox.columns(self.settings.topics.workflow, [(str(workflow_id), started)]),
@@ -213,11 +213,11 @@ class OrchestratorNode(Node):
                      "error": after["error"], "duration_ms": duration_ms}
             events.append((key, new_envelope(final_type, final, **common)))
         sets = "".join(f", {name} = ${i + 4}" for i, name in enumerate(fields))
-        outbox = self.outbox.insert_rows_sql(first_param=4 + len(fields))
+        outbox = self.outbox.insert_rows_sql(first_param=4 + len(fields), where="EXISTS (SELECT 1 FROM moved)")
         moved = await self.pool.fetchrow(
             "WITH moved AS (UPDATE workflows SET state = $2, sequence = $3, updated_at = clock_timestamp()"
             f"{sets} WHERE workflow_id = $1 AND sequence = $3 - 1 RETURNING *),"
-            f" events AS ({outbox} WHERE EXISTS (SELECT 1 FROM moved))"
+            f" events AS ({outbox})"
             " SELECT * FROM moved",
             workflow_id, to_state, sequence, *fields.values(),
             *self.outbox.columns(self.settings.topics.workflow, events),

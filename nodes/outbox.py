@@ -77,7 +77,7 @@ class Outbox:
             ],
         )
 
-    def insert_rows_sql(self, first_param: int) -> str:
+    def insert_rows_sql(self, first_param: int, where: str = "TRUE") -> str:
         """An ``INSERT INTO outbox ... SELECT`` of the events given by `columns()`, for a caller that adds its
         events in the same statement as its own change: one round trip instead of a transaction's four.
 
@@ -87,7 +87,9 @@ class Outbox:
         return ("INSERT INTO outbox (event_id, producer, topic, key, value, required)"
                 f" SELECT e.event_id, {p[0]}::text, e.topic, e.key, e.value, {p[1]}::text[]"
                 f" FROM unnest({p[2]}::uuid[], {p[3]}::text[], {p[4]}::text[], {p[5]}::bytea[])"
-                " AS e(event_id, topic, key, value)")
+                f" WITH ORDINALITY AS e(event_id, topic, key, value, n) WHERE {where}"
+                # ids (the relay's order) follow the events' order explicitly, not the scan's
+                " ORDER BY e.n")
 
     def columns(self, topic: str, events: list[tuple[str, OnexEnvelopeV1]]) -> list:
         """The parameters of `insert_rows_sql` for (key, envelope) events that all go to `topic`."""
