@@ -18,7 +18,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from analysis.report import print_verdict
-from analysis.rundir import RunDirError
+from rundir.schema import RunDirError
 from analysis.thresholds import METRICS, ThresholdError
 
 EPILOG = """\

@@ -20,7 +20,9 @@ import pandas as pd
 from analysis import loss as loss_mod
 from analysis import metrics as metrics_mod
 from analysis import recovery
-from analysis.rundir import Run, RunDirError, iter_rows, load_run, mask_secrets
+from rundir.masking import mask_secrets
+from rundir.read import Run, iter_rows, load_run
+from rundir.schema import RunDirError
 from analysis.thresholds import Result, Threshold, format_value, load_thresholds, resolve
 
 JSON_VERSION = 1

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from rundir.journal import BURST
+
 SUCCESS_RATIO = 0.99
 P95_FACTOR = 1.5
 HOLD_S = 3
@@ -123,7 +125,7 @@ def analyse_faults(samples: pd.DataFrame, journal: pd.DataFrame, t0: float) -> p
     """One row per journal entry (faults and journal-marked bursts alike), in start order."""
     cols = ["fault_id", "name", "action", "target", "outcome", "started_at", "healed_at", "start_s", "heal_s",
             "duration_s"]
-    journal = journal[journal["action"] != "burst"].reset_index(drop=True)  # bursts: analyse_bursts
+    journal = journal[journal["action"] != BURST].reset_index(drop=True)  # bursts: analyse_bursts
     if journal.empty:
         return pd.DataFrame(columns=cols)
     a = Arrays.of(samples)
@@ -177,7 +179,7 @@ def detect_bursts(overall: pd.DataFrame, t0: float) -> list[tuple[float, float]]
 
 def analyse_bursts(samples: pd.DataFrame, journal: pd.DataFrame, overall: pd.DataFrame, t0: float) -> pd.DataFrame:
     """Time back to baseline after each burst: journal entries with action ``burst``, else detected ones."""
-    marked = journal[journal["action"] == "burst"] if not journal.empty else journal
+    marked = journal[journal["action"] == BURST] if not journal.empty else journal
     if not marked.empty:
         windows = [(float(r.started_at), None if math.isnan(r.healed_at) else float(r.healed_at), "journal")
                    for r in marked.itertuples(index=False)]

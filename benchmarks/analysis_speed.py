@@ -29,7 +29,8 @@ import pyarrow.compute as pc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis import rundir  # noqa: E402
+from rundir.journal import FaultJournal, FaultRecord  # noqa: E402
+from rundir.write import write_lag, write_ledger, write_resources, write_run_info, write_samples, write_truth  # noqa: E402
 
 T0 = 1_800_000_000.0
 RATE = 10_000  # samples per second -> 10M samples = 1000 s of load
@@ -99,27 +100,27 @@ def generate(run_dir: Path, n: int, seed: int = 1) -> None:
             "key": keys,
             "process": pa.array([f"bench:{1000 + f}"] * m),
         })
-        rundir.write_samples(run_dir, table)
+        write_samples(run_dir, table)
     items = n // 10
     ids = pc.binary_join_element_wise("wf-", pc.cast(pa.array(np.arange(items)), pa.string()), "")
     ns = pa.array(np.where(np.arange(items) % 2 == 0, "tenant-a", "tenant-b"))
-    rundir.write_ledger(run_dir, pa.table({"kind": pa.array(["workflow"] * items), "item_id": ids, "namespace": ns,
+    write_ledger(run_dir, pa.table({"kind": pa.array(["workflow"] * items), "item_id": ids, "namespace": ns,
                                            "ts_sent": T0 + np.linspace(0, seconds, items), "acked": np.ones(items, bool),
                                            "process": pa.array(["bench:1000"] * items)}))
-    rundir.write_truth(run_dir, pa.table({"kind": pa.array(["workflow"] * items), "item_id": ids, "namespace": ns,
+    write_truth(run_dir, pa.table({"kind": pa.array(["workflow"] * items), "item_id": ids, "namespace": ns,
                                           "count": np.ones(items, "int64"),
                                           "source": pa.array(["workflow_executions"] * items)}))
     secs = np.arange(int(seconds))
-    rundir.write_lag(run_dir, {"ts": (T0 + secs).tolist(), "consumer": ["db-adapter"] * len(secs),
+    write_lag(run_dir, {"ts": (T0 + secs).tolist(), "consumer": ["db-adapter"] * len(secs),
                                "lag_ms": rng.uniform(5, 50, len(secs)).tolist()})
-    rundir.write_resources(run_dir, {"ts": (T0 + secs).tolist(), "part": ["reducer"] * len(secs),
+    write_resources(run_dir, {"ts": (T0 + secs).tolist(), "part": ["reducer"] * len(secs),
                                      "rss_bytes": [200 * 2**20] * len(secs), "cpu_percent": [30.0] * len(secs)})
     for i, (name, at) in enumerate((("broker-kill", 0.4), ("broker-latency", 0.7))):
-        rundir.append_journal(run_dir, {"fault_id": f"f{i}", "name": name, "action": name.split("-")[1],
-                                        "target": "broker", "target_kind": "process", "parameters": {},
-                                        "started_at": T0 + at * seconds, "healed_at": T0 + at * seconds + 5,
-                                        "outcome": "healed", "observed": {}, "error": None})
-    rundir.write_run_info(run_dir, {"run_id": run_dir.name, "scenario": "benchmark", "started_at": T0,
+        FaultJournal(run_dir).write(FaultRecord(
+            fault_id=f"f{i}", name=name, action=name.split("-")[1], target="broker", target_kind="process",
+            parameters={}, started_at=T0 + at * seconds, healed_at=T0 + at * seconds + 5, outcome="healed",
+            observed={}))
+    write_run_info(run_dir, {"run_id": run_dir.name, "scenario": "benchmark", "started_at": T0,
                                     "ended_at": T0 + seconds, "arguments": {"samples": n},
                                     "stack": {"database": "postgresql://bench:secret@127.0.0.1/bench"}})
     (run_dir / ".generated").write_text(str(n))

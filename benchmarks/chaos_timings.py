@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from chaos.active import ActiveFaults  # noqa: E402
 from chaos.faults import Resolver  # noqa: E402
-from chaos.journal import FaultJournal  # noqa: E402
+from rundir.journal import FaultJournal  # noqa: E402
 from chaos.probes import wait_for  # noqa: E402
 from chaos.runner import FaultRun  # noqa: E402
 from nodes.stack.embedded import StackOptions, down, up  # noqa: E402

@@ -162,7 +162,7 @@ def variant(mode: str, bootstrap: str, seconds: float, inflight: int) -> dict:
 
 def burst(state_path: str, users: int) -> dict:
     """``users`` simulated nodes at once: every one registered? p99 of introspection->registered."""
-    from analysis import rundir
+    from rundir.read import read_folder
 
     run_dir = tempfile.mkdtemp(prefix="bench-burst-")
     cmd = [str(Path(sys.executable).with_name("locust")), "-f",
@@ -171,7 +171,7 @@ def burst(state_path: str, users: int) -> dict:
            "--run-dir", run_dir, "--only-summary", "--no-report"]
     subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=ROOT,
                    env=dict(os.environ, BRIDGESTORM_STATE=state_path))
-    s = rundir.read_folder(run_dir, "samples").to_pandas()
+    s = read_folder(run_dir, "samples").to_pandas()
     reg = s[s["name"] == "introspection→registered"]
     ok = reg[reg["ok"]]
     first = reg.sort_values("ts_start").groupby("key").head(1)  # noqa: F841 - one correlation id per node

@@ -17,7 +17,7 @@ import psutil
 
 from chaos.active import ActiveFaults
 from chaos.faults import Resolver, fault_type
-from chaos.journal import FaultJournal, FaultRecord
+from rundir.journal import FaultJournal, FaultRecord
 from chaos.targets.proxy import TOXIC_PREFIX
 from chaos.toxiproxy_client import ToxiproxyClient, ToxiproxyError
 from nodes.stack.state import StateFile

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from chaos.active import ActiveFaults
 from chaos.experiment import Experiment, Hypothesis, PlannedFault, Probe, load
 from chaos.faults import Resolver, fault_type, full_parameters
-from chaos.journal import FaultJournal, FaultRecord
+from rundir.journal import FaultJournal, FaultRecord
 from chaos.probes import http_status, kafka_answers, tcp_answers
 
 Log = Callable[[str], None]

@@ -126,7 +126,7 @@ async def read_truth(database_url: str, ledger: list[dict]) -> list[dict]:
 def run_demo(reports_dir: Path, say: Say, state_path: str | None = None) -> int:
     """Start the stack, drive the flows, write `reports/<run-id>/`, stop the stack; the exit code."""
     from analysis.report import build_report
-    from analysis.rundir import write_ledger, write_run_info, write_samples, write_truth
+    from rundir.write import write_ledger, write_run_info, write_samples, write_truth
     from nodes.stack.embedded import StackOptions, down, up
 
     run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-demo"

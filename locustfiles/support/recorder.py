@@ -3,7 +3,7 @@
 Locust's own statistics round response times and cannot be merged exactly
 across processes; these rows are exact. Every process (local, master,
 worker, ``--processes`` child) writes its own files through
-``analysis.rundir`` (file names carry host and pid), in batches, so memory
+``rundir.write`` (file names carry host and pid), in batches, so memory
 stays bounded whatever the rate. A batch is written by a native thread, so
 the gevent hub never stalls on Parquet encoding.
 """
@@ -18,13 +18,14 @@ from typing import Any
 
 from gevent import monkey
 
-from analysis import rundir
+from rundir.schema import LEDGER_SCHEMA, SAMPLES_SCHEMA
+from rundir.write import process_id, write_batch
 
 _start_native_thread = monkey.get_original("_thread", "start_new_thread")
 _native_lock = monkey.get_original("_thread", "allocate_lock")
 
-SAMPLE_COLUMNS = rundir.SAMPLES_SCHEMA.names
-LEDGER_COLUMNS = rundir.LEDGER_SCHEMA.names
+SAMPLE_COLUMNS = SAMPLES_SCHEMA.names
+LEDGER_COLUMNS = LEDGER_SCHEMA.names
 
 
 class _Columns:
@@ -46,7 +47,7 @@ class Recorder:
     def __init__(self, run_dir: str | os.PathLike[str], batch_rows: int = 20_000) -> None:
         self.run_dir = Path(run_dir)
         self.batch_rows = batch_rows
-        self.process = rundir.process_id()
+        self.process = process_id()
         self.samples = _Columns(SAMPLE_COLUMNS)
         self.ledger = _Columns(LEDGER_COLUMNS)
         self.samples_written = 0
@@ -106,7 +107,7 @@ class Recorder:
             while self._queue:
                 folder, cols = self._queue[0]
                 try:
-                    rundir.write_batch(self.run_dir, folder, cols)
+                    write_batch(self.run_dir, folder, cols)
                     n = len(cols[next(iter(cols))])
                     if folder == "samples":
                         self.samples_written += n

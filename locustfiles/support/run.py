@@ -20,7 +20,7 @@ from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from analysis import rundir
+from rundir.write import write_run_info
 from locustfiles.support import context, kafka, recorder, truth
 from locustfiles.support.aio import bridge
 from locustfiles.support.context import new_run_id, option
@@ -197,7 +197,7 @@ def on_init(environment: Environment, **_: Any) -> None:
         (Path(STATE.run_dir) / "locust").mkdir(exist_ok=True)
         opts.html_file = str(Path(STATE.run_dir) / "locust" / "report.html")
     _resolve_stack(environment)
-    rundir.write_run_info(STATE.run_dir, _run_info(environment))
+    write_run_info(STATE.run_dir, _run_info(environment))
     from locustfiles.support import webui
 
     if environment.web_ui is not None:
@@ -220,7 +220,7 @@ def on_test_start(environment: Environment, **_: Any) -> None:
     if not _owner(environment):
         return
     STATE.started_at = STATE.started_at or time.time()
-    rundir.write_run_info(STATE.run_dir, _run_info(environment))
+    write_run_info(STATE.run_dir, _run_info(environment))
     ref = option(environment, "chaos")
     if ref and STATE.chaos is None:
         from chaos.runner import start_experiment
@@ -321,7 +321,7 @@ def on_quitting(environment: Environment, **_: Any) -> None:
             rows = bridge().run(truth.drain_and_read(env["DATABASE_URL"], namespace, opts.drain,
                                                      expected=expected), timeout=opts.drain + 60)
             truth.write(STATE.run_dir, rows)
-        rundir.write_run_info(STATE.run_dir, _run_info(environment))
+        write_run_info(STATE.run_dir, _run_info(environment))
         if not opts.no_report:
             from analysis.report import build_report
 

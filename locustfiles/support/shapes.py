@@ -14,7 +14,7 @@ from typing import Any
 
 from locust import LoadTestShape
 
-from analysis import rundir
+from rundir.journal import BURST, FaultJournal, FaultRecord
 from locustfiles.support.run import STATE
 
 
@@ -45,11 +45,10 @@ class _BurstJournal:
         if self.started_at is None or self.written or shape.runner is None or not STATE.run_dir:
             return
         if shape.runner.user_count >= size:
-            rundir.append_journal(STATE.run_dir, {
-                "fault_id": f"burst-{secrets.token_hex(3)}", "name": "burst", "action": "burst", "target": "load",
-                "target_kind": "load", "parameters": {"users": size}, "started_at": self.started_at,
-                "healed_at": time.time(), "outcome": "healed", "observed": {}, "error": None,
-            })
+            FaultJournal(STATE.run_dir).write(FaultRecord(
+                fault_id=f"burst-{secrets.token_hex(3)}", name="burst", action=BURST, target="load",
+                target_kind="load", parameters={"users": size}, started_at=self.started_at,
+                healed_at=time.time(), outcome="healed", observed={}))
             self.written = True
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import asyncpg
 
-from analysis import rundir
+from rundir.read import read_folder
+from rundir.write import write_truth
 from nodes.config import GROUP_DB_ADAPTER
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def missing_items(expected: set[tuple[str, str]] | None, rows: list[dict[str, An
 
 def acknowledged(run_dir: str, kinds: list[str] | None = None) -> set[tuple[str, str]]:
     """(kind, item_id) of every acknowledged ledger row on disk, of the kinds the truth reads."""
-    table = rundir.read_folder(run_dir, "ledger", columns=["kind", "item_id", "acked"])
+    table = read_folder(run_dir, "ledger", columns=["kind", "item_id", "acked"])
     if table is None:
         return set()
     wanted = set(kinds or QUERIES)
@@ -118,4 +119,4 @@ def acknowledged(run_dir: str, kinds: list[str] | None = None) -> set[tuple[str,
 
 
 def write(run_dir: str, rows: list[dict[str, Any]]) -> None:
-    rundir.write_truth(run_dir, rows)
+    write_truth(run_dir, rows)

@@ -19,6 +19,8 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
+from rundir.journal import FaultJournal
+
 log = logging.getLogger("bridgestorm.webui")
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPO / "chaos" / "experiments"
@@ -134,18 +136,10 @@ class ChaosControl:
             rows.append({"name": rec.get("name"), "action": rec.get("action"), "target": rec.get("target"),
                          "status": "active", "started": _fmt_t(rec.get("started_at")), "healed": "",
                          "detail": json.dumps(rec.get("parameters", {}))})
-        journal = Path(self.state.run_dir) / "chaos.jsonl"
-        seen = set()
-        if journal.is_file():
-            for line in journal.read_text().splitlines():
-                try:
-                    j = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                seen.add(j.get("name"))
-                rows.append({"name": j.get("name"), "action": j.get("action"), "target": j.get("target"),
-                             "status": j.get("outcome") or "", "started": _fmt_t(j.get("started_at")),
-                             "healed": _fmt_t(j.get("healed_at")), "detail": j.get("error") or ""})
+        for j in FaultJournal(self.state.run_dir).read():
+            rows.append({"name": j.get("name"), "action": j.get("action"), "target": j.get("target"),
+                         "status": j.get("outcome") or "", "started": _fmt_t(j.get("started_at")),
+                         "healed": _fmt_t(j.get("healed_at")), "detail": j.get("error") or ""})
         names_active = {r["name"] for r in rows}
         for r in self.requested:  # asked for, not yet injected (probes and setup run first)
             if r["name"] not in names_active and r["handle"].running():

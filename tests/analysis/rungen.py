@@ -1,4 +1,4 @@
-"""Generated run directories with known answers, written through analysis.rundir's own writers.
+"""Generated run directories with known answers, written through rundir.write's own writers.
 
 The "chaos run" (make_chaos_run), 60 s from T0:
 
@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis import rundir
+from rundir.journal import FaultJournal, FaultRecord
+from rundir.write import write_lag, write_ledger, write_resources, write_run_info, write_samples, write_truth
 
 T0 = 1_800_000_000.0
 MIB = 2**20
@@ -160,15 +161,15 @@ def make_chaos_run(path: Path, with_journal: bool = True) -> Path:
     stamps = _cols(stamp_samples())
     half = {k: v[:300] for k, v in stamps.items()}
     rest = {k: v[300:] for k, v in stamps.items()}
-    rundir.write_samples(path, half)  # two files, as from two processes
-    rundir.write_samples(path, rest)
-    rundir.write_samples(path, _cols(e2e_samples()))
-    rundir.write_ledger(path, ledger_rows())
-    rundir.write_truth(path, truth_rows())
-    rundir.write_resources(path, resource_rows())
-    rundir.write_lag(path, lag_rows())
+    write_samples(path, half)  # two files, as from two processes
+    write_samples(path, rest)
+    write_samples(path, _cols(e2e_samples()))
+    write_ledger(path, ledger_rows())
+    write_truth(path, truth_rows())
+    write_resources(path, resource_rows())
+    write_lag(path, lag_rows())
     if with_journal:
-        rundir.append_journal(path, journal_entry())
+        FaultJournal(path).write(FaultRecord(**journal_entry()))
     return path
 
 
@@ -176,10 +177,10 @@ def make_steady_run(path: Path, latency_ms: float = 10.0, rate: int = 10, second
                     name: str = "POST /stamp") -> Path:
     """A plain run: ``rate`` ok requests a second of constant latency (for comparisons)."""
     path.mkdir(parents=True, exist_ok=True)
-    rundir.write_run_info(path, run_info(run_id=path.name, started_at=T0, ended_at=T0 + seconds))
+    write_run_info(path, run_info(run_id=path.name, started_at=T0, ended_at=T0 + seconds))
     n = rate * seconds
     ts = T0 + np.arange(n) / rate
-    rundir.write_samples(path, {
+    write_samples(path, {
         "ts_intended": [None] * n, "ts_start": ts.tolist(), "type": ["http"] * n, "name": [name] * n,
         "latency_ms": [latency_ms] * n, "ok": [True] * n, "bytes": [1] * n, "error": [None] * n,
         "key": [None] * n, "process": ["host:1"] * n,

@@ -11,7 +11,7 @@ from analysis.analyse import analyse
 
 
 def test_reads_the_chaos_modules_journal(chaos_run: Path, tmp_path: Path) -> None:
-    from chaos.journal import FaultJournal, FaultRecord
+    from rundir.journal import FaultJournal, FaultRecord
 
     run_dir = tmp_path / "run"
     shutil.copytree(chaos_run, run_dir)

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import rungen
 
-from analysis import rundir
+from rundir.schema import SAMPLES_SCHEMA
+
+from rundir.write import write_run_info, write_samples
 from analysis.analyse import Analysis, analyse
 
 T0 = rungen.T0
@@ -65,7 +67,7 @@ def test_journal_burst_back_to_baseline(chaos_run: Path, tmp_path: Path) -> None
 
 def test_detected_burst(tmp_path: Path) -> None:
     # 10/s steady at 5 ms, 200 requests in second 10 (at 50 ms), 10/s again at 5 ms from second 11
-    rows = {k: [] for k in rundir.SAMPLES_SCHEMA.names}
+    rows = {k: [] for k in SAMPLES_SCHEMA.names}
     def add(ts: float, lat: float) -> None:
         for k, v in dict(ts_intended=None, ts_start=ts, type="kafka", name="NODE_INTROSPECTION", latency_ms=lat,
                          ok=True, bytes=1, error=None, key=None, process="p").items():
@@ -74,8 +76,8 @@ def test_detected_burst(tmp_path: Path) -> None:
         n, lat = (200, 50.0) if s == 10 else (10, 5.0)
         for i in range(n):
             add(T0 + s + i / n, lat if not (s == 11 and i < 5) else 40.0)
-    rundir.write_samples(tmp_path, rows)
-    rundir.write_run_info(tmp_path, rungen.run_info(started_at=T0))
+    write_samples(tmp_path, rows)
+    write_run_info(tmp_path, rungen.run_info(started_at=T0))
     b = analyse(tmp_path).bursts
     assert len(b) == 1 and b.iloc[0]["source"] == "detected"
     assert (b.iloc[0]["start_s"], b.iloc[0]["end_s"]) == (10.0, 11.0)

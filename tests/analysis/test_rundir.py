@@ -11,8 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 import rungen
 
-from analysis import rundir
-from analysis.rundir import RunDirError, load_run
+
+from rundir.masking import mask_secrets, mask_url
+from rundir.read import SAMPLE_COLUMNS, load_run, read_folder
+from rundir.schema import LEDGER_SCHEMA, SAMPLES_SCHEMA, SCHEMAS, RunDirError
+from rundir.write import BatchWriter, process_id, write_lag, write_run_info
 
 
 def copy_run(src: Path, tmp_path: Path) -> Path:
@@ -23,7 +26,7 @@ def copy_run(src: Path, tmp_path: Path) -> Path:
 
 def test_schemas_match_the_documented_columns() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "run-directory.md").read_text()
-    for name, schema in rundir.SCHEMAS.items():
+    for name, schema in SCHEMAS.items():
         for column in schema.names:
             assert f"`{column}`" in doc, f"{name}.{column} is not in docs/run-directory.md"
 
@@ -32,28 +35,28 @@ def test_load_reads_every_file_of_every_folder(chaos_run: Path) -> None:
     run = load_run(chaos_run)
     assert len(list((chaos_run / "samples").glob("*.parquet"))) == 3
     assert run.files == {"samples": 640, "ledger": 111, "truth": 109, "resources": 120, "lag": 60, "faults": 1}
-    assert list(run.samples.columns) == rundir.SAMPLE_COLUMNS
+    assert list(run.samples.columns) == SAMPLE_COLUMNS
     assert run.samples["name"].dtype == "category"
     assert run.samples["ts_intended"].isna().sum() == 600
     assert run.journal.loc[0, "name"] == "broker-kill"
 
 
 def test_batch_writer_flushes_in_batches_and_on_close(tmp_path: Path) -> None:
-    with rundir.BatchWriter(tmp_path, "ledger", batch_rows=4) as w:
+    with BatchWriter(tmp_path, "ledger", batch_rows=4) as w:
         for k in range(10):
             w.add(kind="event", item_id=f"e{k}", namespace="ns", ts_sent=1.0 + k, acked=k % 2 == 0,
-                  process=rundir.process_id())
+                  process=process_id())
     files = sorted((tmp_path / "ledger").glob("*.parquet"))
     assert len(files) == 3  # 4 + 4 + 2
-    table = rundir.read_folder(tmp_path, "ledger")
+    table = read_folder(tmp_path, "ledger")
     assert table.num_rows == 10 and w.rows_written == 10
-    assert table.schema.types == rundir.LEDGER_SCHEMA.types and table.column_names == rundir.LEDGER_SCHEMA.names
+    assert table.schema.types == LEDGER_SCHEMA.types and table.column_names == LEDGER_SCHEMA.names
 
 
 def test_writer_rejects_a_batch_without_a_column(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lacks columns"):
-        rundir.write_lag(tmp_path, {"ts": [1.0], "consumer": ["c"]})
-    assert rundir.write_lag(tmp_path, {"ts": [], "consumer": [], "lag_ms": []}) is None  # no empty files
+        write_lag(tmp_path, {"ts": [1.0], "consumer": ["c"]})
+    assert write_lag(tmp_path, {"ts": [], "consumer": [], "lag_ms": []}) is None  # no empty files
 
 
 def test_unfinished_tmp_files_are_ignored(chaos_run: Path, tmp_path: Path) -> None:
@@ -63,15 +66,15 @@ def test_unfinished_tmp_files_are_ignored(chaos_run: Path, tmp_path: Path) -> No
 
 
 def test_passwords_are_masked() -> None:
-    assert rundir.mask_url("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
-    assert rundir.mask_url("see postgres://bridge:s3cr3t@10.0.0.1:5432/x and http://h/p") == \
+    assert mask_url("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
+    assert mask_url("see postgres://bridge:s3cr3t@10.0.0.1:5432/x and http://h/p") == \
         "see postgres://bridge:***@10.0.0.1:5432/x and http://h/p"
-    masked = rundir.mask_secrets({"env": {"POSTGRES_PASSWORD": "pw", "user": "u"}, "urls": ["redis://:x@h"]})
+    masked = mask_secrets({"env": {"POSTGRES_PASSWORD": "pw", "user": "u"}, "urls": ["redis://:x@h"]})
     assert masked == {"env": {"POSTGRES_PASSWORD": "***", "user": "u"}, "urls": ["redis://:***@h"]}
 
 
 def test_write_run_info_masks(tmp_path: Path) -> None:
-    rundir.write_run_info(tmp_path, {"stack": {"database": "postgresql://bridge:hunter2@h:5432/b"}})
+    write_run_info(tmp_path, {"stack": {"database": "postgresql://bridge:hunter2@h:5432/b"}})
     text = (tmp_path / "run.json").read_text()
     assert "hunter2" not in text and "bridge:***@h" in text
 
@@ -129,7 +132,7 @@ def test_null_where_not_allowed_is_named(chaos_run: Path, tmp_path: Path) -> Non
     run_dir = copy_run(chaos_run, tmp_path)
     cols = rungen._cols(rungen.e2e_samples())
     cols["latency_ms"][3] = None
-    table = pa.Table.from_pydict(cols, schema=rundir.SAMPLES_SCHEMA.set(
+    table = pa.Table.from_pydict(cols, schema=SAMPLES_SCHEMA.set(
         4, pa.field("latency_ms", pa.float64(), nullable=True)))
     pq.write_table(table, run_dir / "samples" / "nulls.parquet")
     with pytest.raises(RunDirError, match=r"nulls\.parquet: column 'latency_ms' has 1 null"):
@@ -164,8 +167,19 @@ def test_optional_parts_may_be_absent(chaos_run: Path, tmp_path: Path) -> None:
 def test_samples_without_rows_are_refused(tmp_path: Path) -> None:
     from analysis.analyse import analyse
 
-    rundir.write_run_info(tmp_path, rungen.run_info())
+    write_run_info(tmp_path, rungen.run_info())
     (tmp_path / "samples").mkdir()
-    pq.write_table(rundir.SAMPLES_SCHEMA.empty_table(), tmp_path / "samples" / "empty.parquet")
+    pq.write_table(SAMPLES_SCHEMA.empty_table(), tmp_path / "samples" / "empty.parquet")
     with pytest.raises(RunDirError, match=r"samples: no sample rows"):
         analyse(tmp_path)
+
+
+def test_writers_and_the_journal_do_not_import_pandas() -> None:
+    """Every Locust worker imports the writers: pandas there would cost each one start-up time and memory."""
+    import subprocess
+    import sys
+
+    code = "import sys, rundir.write, rundir.journal, rundir.masking; print('pandas' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "False"

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from chaos.experiment import parse
-from chaos.journal import FaultJournal
+from rundir.journal import FaultJournal
 from nodes.stack.processes import free_port
 from chaos.runner import run_experiment
 from chaos.targets import ChaosRefused

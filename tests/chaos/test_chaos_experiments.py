@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from chaos.experiment import ExperimentError, load, parse
-from chaos.journal import FaultJournal
+from rundir.journal import FaultJournal
 from chaos.probes import kafka_answers, wait_for
 
 REPO = Path(__file__).resolve().parents[2]

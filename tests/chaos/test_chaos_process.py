@@ -92,7 +92,7 @@ timeline:
 """)
     result = run_experiment(exp, tmp_path / "run", state_path=stack.state_path, log=lambda m: None)
     assert result.status == "completed", result
-    from chaos.journal import FaultJournal
+    from rundir.journal import FaultJournal
     lines = FaultJournal(tmp_path / "run").read()
     assert [l["action"] for l in lines] == ["kill", "pause", "restart"]
     for line in lines:

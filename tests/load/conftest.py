@@ -11,7 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis import rundir
+from rundir.read import read_folder
+
+from rundir.schema import TRUTH_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUST = str(Path(sys.executable).with_name("locust"))
@@ -25,14 +27,14 @@ class LocustRun:
     csv_prefix: Path
 
     def samples(self) -> pd.DataFrame:
-        return rundir.read_folder(self.run_dir, "samples").to_pandas()
+        return read_folder(self.run_dir, "samples").to_pandas()
 
     def ledger(self) -> pd.DataFrame:
-        return rundir.read_folder(self.run_dir, "ledger").to_pandas()
+        return read_folder(self.run_dir, "ledger").to_pandas()
 
     def truth(self) -> pd.DataFrame:
-        t = rundir.read_folder(self.run_dir, "truth")
-        return t.to_pandas() if t is not None else pd.DataFrame(columns=rundir.TRUTH_SCHEMA.names)
+        t = read_folder(self.run_dir, "truth")
+        return t.to_pandas() if t is not None else pd.DataFrame(columns=TRUTH_SCHEMA.names)
 
     def locust_stats(self) -> pd.DataFrame:
         """Locust's own final totals (its --json-file, written at shutdown), one row per name."""

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from analysis import rundir
+from rundir.read import read_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUST = str(Path(sys.executable).with_name("locust"))
@@ -25,7 +25,7 @@ def test_embedded_stack_lifecycle(tmp_path):
     out = proc.stdout + proc.stderr
     info = json.loads((run_dir / "run.json").read_text())
     assert info["stack"]["mode"] == "embedded", out[-3000:]
-    samples = rundir.read_folder(run_dir, "samples").to_pandas()
+    samples = read_folder(run_dir, "samples").to_pandas()
     assert (samples["name"] == "POST /stamp").sum() > 0 and samples["ok"].all(), out[-3000:]
     assert out.count("starting the embedded stack") == 1  # the master only, not the two workers
     # stopped after the run: no process of the stack is left

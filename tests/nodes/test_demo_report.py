@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from analysis.report import build_report
-from analysis.rundir import write_ledger, write_run_info, write_samples, write_truth
+from rundir.write import write_ledger, write_run_info, write_samples, write_truth
 from nodes.demo import drive
 
 

@@ -44,7 +44,7 @@ import asyncpg
 import gevent
 from locust import events, task
 
-from analysis import rundir
+from rundir.write import write_lag
 from locustfiles.support.base import KafkaUser
 from locustfiles.support.context import option
 from locustfiles.support.kafka import Producer
@@ -343,4 +343,4 @@ class EventBatchUser(KafkaUser):
             lag = {"ts": [r[2] for r in seen.rows.values()], "consumer": [GROUP_DB_ADAPTER] * len(seen.rows),
                    "lag_ms": [(r[2] - r[3]) * 1000.0 for r in seen.rows.values()]}
             # a native thread writes the file, so the gevent hub (every other user) does not wait for it
-            gevent.get_hub().threadpool.apply(rundir.write_lag, (self.ctx.run_dir, lag))
+            gevent.get_hub().threadpool.apply(write_lag, (self.ctx.run_dir, lag))

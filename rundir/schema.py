@@ -1,0 +1,77 @@
+"""Folder names, column schemas and file names of a run directory (docs/run-directory.md).
+
+Writers and readers both take the schemas from here, so a renamed column
+breaks the writer and the reader together, in the same test run.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+SAMPLES_SCHEMA = pa.schema(
+    [
+        pa.field("ts_intended", pa.float64(), nullable=True),
+        pa.field("ts_start", pa.float64(), nullable=False),
+        pa.field("type", pa.string(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("latency_ms", pa.float64(), nullable=False),
+        pa.field("ok", pa.bool_(), nullable=False),
+        pa.field("bytes", pa.int64(), nullable=False),
+        pa.field("error", pa.string(), nullable=True),
+        pa.field("key", pa.string(), nullable=True),
+        pa.field("process", pa.string(), nullable=False),
+    ]
+)
+
+LEDGER_SCHEMA = pa.schema(
+    [
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("namespace", pa.string(), nullable=False),
+        pa.field("ts_sent", pa.float64(), nullable=False),
+        pa.field("acked", pa.bool_(), nullable=False),
+        pa.field("process", pa.string(), nullable=False),
+    ]
+)
+
+TRUTH_SCHEMA = pa.schema(
+    [
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("namespace", pa.string(), nullable=False),
+        pa.field("count", pa.int64(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+    ]
+)
+
+RESOURCES_SCHEMA = pa.schema(
+    [
+        pa.field("ts", pa.float64(), nullable=False),
+        pa.field("part", pa.string(), nullable=False),
+        pa.field("rss_bytes", pa.int64(), nullable=False),
+        pa.field("cpu_percent", pa.float64(), nullable=False),
+    ]
+)
+
+LAG_SCHEMA = pa.schema(
+    [
+        pa.field("ts", pa.float64(), nullable=False),
+        pa.field("consumer", pa.string(), nullable=False),
+        pa.field("lag_ms", pa.float64(), nullable=False),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "samples": SAMPLES_SCHEMA,
+    "ledger": LEDGER_SCHEMA,
+    "truth": TRUTH_SCHEMA,
+    "resources": RESOURCES_SCHEMA,
+    "lag": LAG_SCHEMA,
+}
+
+RUN_JSON = "run.json"
+JOURNAL = "chaos.jsonl"
+EXPERIMENTS = "experiments.jsonl"
+
+
+class RunDirError(Exception):
+    """A run directory file is missing or damaged; the message names the file (and line)."""
