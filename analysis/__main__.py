@@ -2,7 +2,8 @@
 
 Exit codes: 0 pass (or nothing to check for ``report``), 1 a threshold failed,
 2 bad input (missing/damaged run directory file, threshold file mistake, or
-``check`` with no thresholds at all).
+``check`` with no thresholds at all), 3 unknown (none failed, but measuring
+one raised: the run's analysis broke, so nothing is proven).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from analysis.report import print_verdict
-from rundir.schema import RunDirError
+from analysis.report import exit_code, print_verdict
 from analysis.thresholds import METRICS, ThresholdError
+from rundir.schema import RunDirError
 
 EPILOG = """\
 threshold files (YAML, one check per line):
@@ -32,7 +33,7 @@ threshold files (YAML, one check per line):
   - burst_recovery < 5s, degradation < 50%, throughput_drop < 50%, memory_growth < 10%, lag_p95 < 100ms
 shipped sets: analysis/thresholds/*.yaml (pass a name, e.g. --thresholds flagship)
 
-exit codes: 0 pass, 1 a threshold failed, 2 bad input
+exit codes: 0 pass, 1 a threshold failed, 2 bad input, 3 unknown (measuring a threshold raised)
 """
 
 @contextmanager
@@ -71,7 +72,7 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
         console.print("[bold red]no thresholds to check[/]: give --thresholds, or name a file in run.json")
         return 2
     print_verdict(console, a.verdict, [result_dict(r) for r in a.results])
-    return 0 if a.verdict == "pass" else 1
+    return exit_code(a.verdict)
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
@@ -112,7 +113,8 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="write analysis.json and index.html, print the verdict",
                        description="Analyse a run directory, write analysis.json and a self-contained index.html "
-                                   "into it, print the verdict table. Exit 1 when a threshold fails.",
+                                   "into it, print the verdict table. Exit 1 when a threshold fails, 3 when none "
+                                   "failed but one could not be measured.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("run_dir", type=Path, help="reports/<run-id>")
     r.add_argument("--thresholds", "-t", help="threshold file or shipped set name (default: run.json's, "
@@ -124,7 +126,7 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="evaluate thresholds only (for CI); exit 1 on failure",
                        description="Evaluate thresholds against a run directory without writing a report. "
-                                   "Exit 0 pass, 1 fail, 2 bad input or no thresholds.",
+                                   "Exit 0 pass, 1 fail, 2 bad input or no thresholds, 3 unknown.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("run_dir", type=Path)
     c.add_argument("--thresholds", "-t", help="threshold file or shipped set name")

@@ -54,10 +54,14 @@ class Analysis:
 
     @property
     def verdict(self) -> str:
-        """``pass`` when every threshold passes, ``fail`` when one does not, ``no thresholds`` when none."""
+        """``pass`` only when every threshold passed, ``fail`` when one failed or had no data,
+        ``unknown`` when none failed but one raised while measured (an "error" row proves nothing
+        either way), ``no thresholds`` when none."""
         if not self.results:
             return "no thresholds"
-        return "pass" if all(r.passed for r in self.results) else "fail"
+        if any(r.status in ("fail", "no data") for r in self.results):
+            return "fail"
+        return "pass" if all(r.passed for r in self.results) else "unknown"
 
     def evaluate(self, thresholds: list[Threshold], source: str | None) -> None:
         from analysis.thresholds import evaluate

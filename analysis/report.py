@@ -28,9 +28,18 @@ from analysis.compare import Delta, as_dicts, compare, load_summary
 TEMPLATES = Path(__file__).parent / "templates"
 
 
+# a verdict -> the exit code of `python -m analysis report|check` and of a Locust run; 2 is bad input
+EXIT_CODES = {"pass": 0, "no thresholds": 0, "fail": 1, "unknown": 3}
+
+
+def exit_code(status: str) -> int:
+    """0 pass or nothing to check, 1 a threshold failed, 3 unknown (measuring raised); any other verdict is unknown."""
+    return EXIT_CODES.get(status, 3)
+
+
 @dataclass
 class Verdict:
-    """The outcome of a report: ``status`` is pass, fail or no thresholds; exit_code 1 only on fail."""
+    """The outcome of a report: ``status`` is pass, fail, unknown or no thresholds (see exit_code)."""
 
     status: str
     results: list[dict[str, Any]]
@@ -42,11 +51,11 @@ class Verdict:
 
     @property
     def passed(self) -> bool:
-        return self.status != "fail"
+        return self.exit_code == 0
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.passed else 1
+        return exit_code(self.status)
 
     def print(self, console: Console | None = None) -> None:
         """The verdict table and the report's path, as ``python -m analysis report`` prints them."""
@@ -56,7 +65,7 @@ class Verdict:
             console.print(f"report: {self.report_path}")
 
 
-STATUS_STYLE = {"pass": "bold green", "fail": "bold red", "no data": "bold red"}
+STATUS_STYLE = {"pass": "bold green", "fail": "bold red", "no data": "bold red", "error": "bold magenta"}
 
 
 def verdict_table(results: list[dict[str, Any]], title: str = "thresholds") -> Table:
@@ -76,7 +85,7 @@ def verdict_table(results: list[dict[str, Any]], title: str = "thresholds") -> T
 def print_verdict(console: Console, status: str, results: list[dict[str, Any]]) -> None:
     if results:
         console.print(verdict_table(results))
-    style = {"pass": "bold green", "fail": "bold red"}.get(status, "bold yellow")
+    style = {"pass": "bold green", "fail": "bold red", "unknown": "bold magenta"}.get(status, "bold yellow")
     console.print(f"verdict: [{style}]{status.upper()}[/]")
 
 

@@ -9,10 +9,14 @@ list and optional ``description:``)::
     - duplicated < 0.1%
     - recovery(broker-kill) < 2s
 
-Each line is ``metric[(argument)] operator number[unit]``; see METRICS for
-every metric, what its argument selects and which units it takes. A
-threshold whose input is absent (no such sample name, no ledger, no such
-fault) fails with "no data": a check that cannot be made proves nothing.
+Each line is ``metric[(argument)] operator number[unit]``. METRICS is the
+registry of metric kinds: each MetricSpec says which units the metric takes,
+what its argument selects, and carries the function that measures it on an
+Analysis (a new kind is one measure function and one entry). A threshold
+whose input is absent (no such sample name, no ledger, no such fault) fails
+with "no data": a check that cannot be made proves nothing. A measure
+function that raises gives its row "error" and the others still evaluate:
+the verdict is then unknown, neither pass nor fail.
 """
 
 from __future__ import annotations
@@ -24,11 +28,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from analysis.loss import CATEGORIES, percent
+
+if TYPE_CHECKING:  # analyse.py imports this module
+    from analysis.analyse import Analysis
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -50,40 +57,169 @@ UNITS: dict[str, tuple[str, float]] = {
 }
 
 
+Measure = Callable[["Threshold", "Analysis"], tuple[float | None, str]]
+
+
 @dataclass(frozen=True)
 class MetricSpec:
-    """What a metric measures: its dimension (which units it accepts), what its argument means."""
+    """A metric kind: its dimension (which units it accepts), what its argument means, how it is measured.
+
+    ``measure(threshold, analysis)`` returns the value in the dimension's base
+    unit (None when there is nothing to measure) and a detail for the report.
+    """
 
     dimension: str  # latency (ms), duration (s), rate (/s), percent, count, count_or_percent
     argument: str  # what the argument selects; "" when the metric takes none
     help: str
+    measure: Measure
+
+
+# --------------------------------------------------------------------------
+# measure functions, one per group of metrics that read the same part of the analysis
+
+
+def _worst(values: list[float], metric_op: str) -> float:
+    """The value that decides a check over several things: the largest for '<' checks, else the smallest."""
+    return max(values) if metric_op in ("<", "<=", "==", "!=") else min(values)
+
+
+def _missing(v: Any) -> bool:
+    """A value the analysis left empty (None or NaN): a fault or burst that never recovered."""
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def measure_samples(t: Threshold, a: Analysis) -> tuple[float | None, str]:
+    """Latency (p50 ... max, service_*), throughput, count and errors over the samples the argument selects."""
+    stats = a.metrics.select(t.argument)
+    if stats is None:
+        known = ", ".join(sorted(set(a.metrics.names["name"].astype(str))))
+        return None, f"no samples named {t.argument!r} (names: {known})"
+    if t.metric == "count":
+        return float(stats["count"]), ""
+    if t.metric == "errors" and t.unit == "%":
+        return stats["error_rate"], f"{stats['failures']:,} of {stats['count']:,} failed"
+    if t.metric == "errors":
+        return float(stats["failures"]), f"of {stats['count']:,} samples"
+    if t.metric == "throughput":
+        return stats["throughput"], f"{stats['ok']:,} ok in {stats['window_s']:.1f} s"
+    return stats[t.metric], f"{stats['count']:,} samples"  # a latency: the summary has a key per metric
+
+
+def measure_loss(t: Threshold, a: Analysis) -> tuple[float | None, str]:
+    """A loss category (lost, duplicated...) of one ledger kind or all, as a count or % of its denominator."""
+    loss = a.loss
+    if not loss.available:
+        return None, loss.reason
+    n = loss.count(t.metric, t.argument)
+    if n is None:
+        return None, f"no ledger or truth items of kind {t.argument!r}"
+    whole = loss.denominator(t.metric, t.argument)
+    if t.unit == "%":
+        return percent(n, whole), f"{n:,} of {whole:,}"
+    return float(n), f"of {whole:,}"
+
+
+FAULT_COLUMNS = {"recovery": "recovery_s", "first_success": "first_success_s", "fault_errors": "during_error_rate"}
+
+
+def measure_fault(t: Threshold, a: Analysis) -> tuple[float | None, str]:
+    """A column of the faults table (FAULT_COLUMNS) over the selected faults; never recovered is infinite."""
+    faults = a.faults
+    if faults.empty:
+        return None, "no faults in chaos.jsonl"
+    sel = faults
+    if t.argument:
+        sel = faults[(faults["name"] == t.argument) | (faults["fault_id"] == t.argument)
+                     | (faults["action"] == t.argument)]
+        if sel.empty:
+            return None, f"no fault named {t.argument!r} (faults: {', '.join(map(str, faults['name'].unique()))})"
+    values = [math.inf if _missing(v) else float(v) for v in sel[FAULT_COLUMNS[t.metric]]]
+    detail = f"{len(sel)} fault(s)"
+    if t.metric != "fault_errors" and math.inf in values:
+        detail += ": not recovered (" + "; ".join(n for n in sel["note"] if n) + ")"
+    return _worst(values, t.op), detail
+
+
+def measure_burst_recovery(t: Threshold, a: Analysis) -> tuple[float | None, str]:
+    """Time back to baseline after each burst; never back is infinite."""
+    b = a.bursts
+    if b.empty:
+        return None, "no burst found (journal action 'burst', or a detected rate spike)"
+    values = [math.inf if _missing(v) else float(v) for v in b["back_to_baseline_s"]]
+    return _worst(values, t.op), f"{len(b)} burst(s), {b['source'].iloc[0]}"
+
+
+# metric -> (key of the change, key of the first window's value, key of the last window's value)
+DEGRADATION_KEYS = {
+    "degradation": ("latency_degradation_pct", "p95_first", "p95_last"),
+    "throughput_drop": ("throughput_drop_pct", "throughput_first", "throughput_last"),
+}
+
+
+def measure_degradation(t: Threshold, a: Analysis) -> tuple[float | None, str]:
+    """The last window against the first (DEGRADATION_KEYS) of the selected samples."""
+    d = a.degradation_of(t.argument)
+    if not d:
+        return None, f"no samples for {t.argument or 'the run'}"
+    change, first, last = DEGRADATION_KEYS[t.metric]
+    return d[change], f"first {d['window_s']:.0f} s: {d[first]:.4g}, last: {d[last]:.4g}"
+
+
+def measure_memory_growth(t: Threshold, a: Analysis) -> tuple[float | None, str]:
+    """RSS growth of one part, or the worst part."""
+    mem = a.memory
+    if mem.empty:
+        return None, "no resources/ samples"
+    sel = mem if not t.argument else mem[mem["part"] == t.argument]
+    if sel.empty:
+        return None, f"no part named {t.argument!r}"
+    return _worst([float(v) for v in sel["growth_pct"]], t.op), ", ".join(sel["part"])
+
+
+def measure_lag(t: Threshold, a: Analysis) -> tuple[float | None, str]:
+    """A lag statistic (the metric's name after ``lag_``) of one consumer, or the worst consumer."""
+    lag = a.metrics.lag
+    if lag.empty:
+        return None, "no lag/ samples"
+    sel = lag if not t.argument else lag[lag["consumer"].astype(str) == t.argument]
+    if sel.empty:
+        return None, f"no consumer named {t.argument!r}"
+    column = t.metric.removeprefix("lag_")
+    return _worst([float(v) for v in sel[column]], t.op), ", ".join(sel["consumer"].astype(str))
 
 
 _LAT = "a sample name, a request type (kafka/http/e2e) or nothing for all samples"
+_FAULT = "a fault name, id or action, or nothing"
 METRICS: dict[str, MetricSpec] = {
-    **{p: MetricSpec("latency", _LAT, f"{p} latency from the intended start where recorded, else service time")
+    **{p: MetricSpec("latency", _LAT, f"{p} latency from the intended start where recorded, else service time",
+                     measure_samples)
        for p in ("p50", "p90", "p95", "p99", "p99.9", "mean", "min", "max")},
-    **{f"service_{p}": MetricSpec("latency", _LAT, f"{p} service time (from the actual start)")
+    **{f"service_{p}": MetricSpec("latency", _LAT, f"{p} service time (from the actual start)", measure_samples)
        for p in ("p50", "p95", "p99", "mean", "max")},
-    "throughput": MetricSpec("rate", _LAT, "successes per second over the selection's window"),
-    "count": MetricSpec("count", _LAT, "number of samples"),
-    "errors": MetricSpec("count_or_percent", _LAT, "failed samples: a count, or % of samples"),
+    "throughput": MetricSpec("rate", _LAT, "successes per second over the selection's window", measure_samples),
+    "count": MetricSpec("count", _LAT, "number of samples", measure_samples),
+    "errors": MetricSpec("count_or_percent", _LAT, "failed samples: a count, or % of samples", measure_samples),
     **{c: MetricSpec("count_or_percent", "a ledger kind (workflow, stamp, introspection, event, adapter-event, dead-letter) or nothing",
-                     f"loss accounting: {c} items (count, or % of distinct items sent; unexpected: of stored)")
+                     f"loss accounting: {c} items (count, or % of distinct items sent; unexpected: of stored)",
+                     measure_loss)
        for c in CATEGORIES},
-    "recovery": MetricSpec("duration", "a fault name, id or action, or nothing for every fault",
-                           "recovery time after heal (worst fault); never recovered = infinite"),
-    "first_success": MetricSpec("duration", "a fault name, id or action, or nothing",
-                                "time from heal to the first success (worst fault)"),
-    "fault_errors": MetricSpec("percent", "a fault name, id or action, or nothing",
-                               "error rate while the fault was active (worst fault)"),
-    "burst_recovery": MetricSpec("duration", "", "time back to baseline after a burst (worst burst)"),
-    "degradation": MetricSpec("percent", _LAT, "p95 increase, last window vs first window of the run"),
-    "throughput_drop": MetricSpec("percent", _LAT, "throughput drop, last window vs first window"),
+    "recovery": MetricSpec("duration", f"{_FAULT} for every fault",
+                           "recovery time after heal (worst fault); never recovered = infinite", measure_fault),
+    "first_success": MetricSpec("duration", _FAULT, "time from heal to the first success (worst fault)",
+                                measure_fault),
+    "fault_errors": MetricSpec("percent", _FAULT, "error rate while the fault was active (worst fault)",
+                               measure_fault),
+    "burst_recovery": MetricSpec("duration", "", "time back to baseline after a burst (worst burst)",
+                                 measure_burst_recovery),
+    "degradation": MetricSpec("percent", _LAT, "p95 increase, last window vs first window of the run",
+                              measure_degradation),
+    "throughput_drop": MetricSpec("percent", _LAT, "throughput drop, last window vs first window",
+                                  measure_degradation),
     "memory_growth": MetricSpec("percent", "a part name, or nothing for the worst part",
-                                "RSS growth, last window vs first window"),
-    **{f"lag_{p}": MetricSpec("latency", "a consumer name, or nothing for the worst consumer",
-                              f"consumer lag {p}") for p in ("p50", "p95", "p99", "max")},
+                                "RSS growth, last window vs first window", measure_memory_growth),
+    **{f"lag_{p}": MetricSpec("latency", "a consumer name, or nothing for the worst consumer", f"consumer lag {p}",
+                              measure_lag)
+       for p in ("p50", "p95", "p99", "max")},
 }
 
 ALLOWED_UNITS: dict[str, tuple[str, ...]] = {
@@ -128,7 +264,7 @@ class Result:
 
     threshold: Threshold
     measured: float | None
-    status: str  # pass, fail, no data
+    status: str  # pass, fail, no data, error (measuring raised: unknown)
     detail: str = ""
 
     @property
@@ -268,104 +404,27 @@ def resolve(ref: str | Path, run_dir: Path | None = None) -> Path:
 # evaluation
 
 
-def _worst(values: list[float], metric_op: str) -> float:
-    """The value that decides a check over several things: the largest for '<' checks, else the smallest."""
-    return max(values) if metric_op in ("<", "<=", "==", "!=") else min(values)
+def measure(t: Threshold, a: Analysis) -> tuple[float | None, str]:
+    """The measured value of a threshold (its dimension's base unit) and a detail, by its metric's function."""
+    return METRICS[t.metric].measure(t, a)
 
 
-def measure(t: Threshold, a: Any) -> tuple[float | None, str]:
-    """The measured value of a threshold on an Analysis (analysis.analyse.Analysis), and a detail."""
-    spec = METRICS[t.metric]
-    m = t.metric
-    if spec.argument == _LAT and m not in ("degradation", "throughput_drop"):
-        stats = a.metrics.select(t.argument)
-        if stats is None:
-            known = ", ".join(sorted(set(a.metrics.names["name"].astype(str))))
-            return None, f"no samples named {t.argument!r} (names: {known})"
-        if m == "count":
-            return float(stats["count"]), ""
-        if m == "errors":
-            if t.unit == "%":
-                return stats["error_rate"], f"{stats['failures']:,} of {stats['count']:,} failed"
-            return float(stats["failures"]), f"of {stats['count']:,} samples"
-        if m == "throughput":
-            return stats["throughput"], f"{stats['ok']:,} ok in {stats['window_s']:.1f} s"
-        return stats[m], f"{stats['count']:,} samples"
-    if m in CATEGORIES:
-        loss = a.loss
-        if not loss.available:
-            return None, loss.reason
-        n = loss.count(m, t.argument)
-        if n is None:
-            return None, f"no ledger or truth items of kind {t.argument!r}"
-        whole = loss.denominator(m, t.argument)
-        if t.unit == "%":
-            return percent(n, whole), f"{n:,} of {whole:,}"
-        return float(n), f"of {whole:,}"
-    if m in ("recovery", "first_success", "fault_errors"):
-        faults = a.faults
-        if faults.empty:
-            return None, "no faults in chaos.jsonl"
-        sel = faults
-        if t.argument:
-            sel = faults[(faults["name"] == t.argument) | (faults["fault_id"] == t.argument)
-                         | (faults["action"] == t.argument)]
-            if sel.empty:
-                return None, f"no fault named {t.argument!r} (faults: {', '.join(map(str, faults['name'].unique()))})"
-        col = {"recovery": "recovery_s", "first_success": "first_success_s", "fault_errors": "during_error_rate"}[m]
-        values = [math.inf if pd_isnan(v) else float(v) for v in sel[col]]
-        detail = f"{len(sel)} fault(s)"
-        if m != "fault_errors" and math.inf in values:
-            detail += ": not recovered (" + "; ".join(n for n in sel["note"] if n) + ")"
-        return _worst(values, t.op), detail
-    if m == "burst_recovery":
-        b = a.bursts
-        if b.empty:
-            return None, "no burst found (journal action 'burst', or a detected rate spike)"
-        values = [math.inf if pd_isnan(v) else float(v) for v in b["back_to_baseline_s"]]
-        return _worst(values, t.op), f"{len(b)} burst(s), {b['source'].iloc[0]}"
-    if m in ("degradation", "throughput_drop"):
-        d = a.degradation_of(t.argument)
-        if not d:
-            return None, f"no samples for {t.argument or 'the run'}"
-        key = "latency_degradation_pct" if m == "degradation" else "throughput_drop_pct"
-        first = d["p95_first"] if m == "degradation" else d["throughput_first"]
-        last = d["p95_last"] if m == "degradation" else d["throughput_last"]
-        return d[key], f"first {d['window_s']:.0f} s: {first:.4g}, last: {last:.4g}"
-    if m == "memory_growth":
-        mem = a.memory
-        if mem.empty:
-            return None, "no resources/ samples"
-        sel = mem if not t.argument else mem[mem["part"] == t.argument]
-        if sel.empty:
-            return None, f"no part named {t.argument!r}"
-        return _worst([float(v) for v in sel["growth_pct"]], t.op), ", ".join(sel["part"])
-    if m.startswith("lag_"):
-        lag = a.metrics.lag
-        if lag.empty:
-            return None, "no lag/ samples"
-        sel = lag if not t.argument else lag[lag["consumer"].astype(str) == t.argument]
-        if sel.empty:
-            return None, f"no consumer named {t.argument!r}"
-        return _worst([float(v) for v in sel[m[4:]]], t.op), ", ".join(sel["consumer"].astype(str))
-    raise AssertionError(f"unhandled metric {m}")
-
-
-def pd_isnan(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def evaluate(thresholds: list[Threshold], a: Any) -> list[Result]:
-    """Every threshold's measured value and verdict; absent data and NaN fail as 'no data'."""
-    results = []
-    for t in thresholds:
+def check(t: Threshold, a: Analysis) -> Result:
+    """One threshold's verdict; absent data and NaN fail as 'no data', an exception is an 'error' row."""
+    try:
         value, detail = measure(t, a)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            results.append(Result(t, None, "no data", detail or "nothing to measure"))
-            continue
-        ok = OPERATORS[t.op](value, t.limit)
-        results.append(Result(t, float(value), "pass" if ok else "fail", detail))
-    return results
+        measured = None if value is None else float(value)
+    except Exception as exc:  # noqa: BLE001 - a broken measure makes this row unknown, not the whole run
+        return Result(t, None, "error", f"error: {type(exc).__name__}: {exc}")
+    if measured is None or math.isnan(measured):
+        return Result(t, None, "no data", detail or "nothing to measure")
+    ok = OPERATORS[t.op](measured, t.limit)
+    return Result(t, measured, "pass" if ok else "fail", detail)
+
+
+def evaluate(thresholds: list[Threshold], a: Analysis) -> list[Result]:
+    """Every threshold's measured value and verdict, each on its own (see check)."""
+    return [check(t, a) for t in thresholds]
 
 
 def format_value(value: float | None, t: Threshold) -> str:

@@ -1,13 +1,22 @@
-"""Threshold parsing (good and bad files, with line numbers) and evaluation against known answers."""
+"""Threshold parsing (good and bad files, with line numbers), evaluation against known answers, and the
+registry: every metric measures the known-answer run, and a measure that raises makes the verdict unknown."""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import pytest
+import rungen
 
-from analysis.analyse import Analysis
-from analysis.thresholds import SHIPPED, ThresholdError, evaluate, load_thresholds, parse_expression, parse_text
+from analysis import thresholds
+from rundir.journal import FaultJournal, FaultRecord
+from analysis.__main__ import main
+from analysis.analyse import Analysis, analyse
+from analysis.report import build_report
+from analysis.thresholds import (ALLOWED_UNITS, METRICS, SHIPPED, MetricSpec, Threshold, ThresholdError, evaluate,
+                                 load_thresholds, parse_expression, parse_text)
 
 
 @pytest.mark.parametrize(("text", "metric", "argument", "op", "limit", "unit"), [
@@ -122,3 +131,93 @@ def test_absent_data_fails_as_no_data(chaos_analysis: Analysis) -> None:
     assert [r.status for r in results] == ["no data"] * 4
     assert "no samples named 'NODE_INTROSPECTION'" in results[0].detail
     assert "no fault named 'broker-pause'" in results[1].detail
+
+
+# --------------------------------------------------------------------------
+# the registry
+
+# what a metric's argument selects in the known-answer run, by measure function
+ARGUMENTS = {
+    thresholds.measure_samples: "POST /stamp",
+    thresholds.measure_loss: "workflow",
+    thresholds.measure_fault: "broker-kill",
+    thresholds.measure_degradation: "POST /stamp",
+    thresholds.measure_memory_growth: "reducer",
+    thresholds.measure_lag: "db-adapter",
+}
+ABSENT_IN_CHAOS_RUN = {"burst_recovery": "no burst found"}  # no burst there: see test_burst_recovery_measured
+
+
+def examples(metric: str) -> list[str]:
+    """Thresholds on ``metric`` in its dimension's first unit: over everything, and over a selection if it takes one."""
+    spec = METRICS[metric]
+    limit = f"1{ALLOWED_UNITS[spec.dimension][0]}"
+    texts = [f"{metric} < {limit}"]
+    if spec.argument:
+        texts.append(f"{metric}({ARGUMENTS[spec.measure]}) < {limit}")
+    return texts
+
+
+@pytest.mark.parametrize("metric", list(METRICS))
+def test_every_metric_measures_the_known_run(chaos_analysis: Analysis, metric: str) -> None:
+    assert callable(METRICS[metric].measure)
+    for r in evaluate([parse_expression(text) for text in examples(metric)], chaos_analysis):
+        if metric in ABSENT_IN_CHAOS_RUN:
+            assert (r.status, r.measured) == ("no data", None)
+            assert ABSENT_IN_CHAOS_RUN[metric] in r.detail
+            continue
+        assert r.status in ("pass", "fail"), (r.threshold.text, r.status, r.detail)
+        assert isinstance(r.measured, float) and not math.isnan(r.measured)
+        assert r.detail or metric == "count", r.threshold.text
+
+
+def test_burst_recovery_measured(tmp_path: Path) -> None:
+    run_dir = rungen.make_chaos_run(tmp_path / "burst", with_journal=False)
+    FaultJournal(run_dir).write(FaultRecord(**rungen.journal_entry(fault_id="b1", name="burst", action="burst",
+                                                                   target="load")))
+    (r,) = analyse(run_dir, parse_text("- burst_recovery < 5s\n")).results
+    assert (r.status, r.measured, r.detail) == ("pass", 2.0, "1 burst(s), journal")
+
+
+def raise_key_error(t: Threshold, a: Analysis) -> tuple[float | None, str]:
+    """A broken measure: it reads a column the faults table does not have (a real KeyError on real data)."""
+    return float(a.faults["no_such_column"].max()), ""
+
+
+@pytest.fixture
+def broken_metric(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A metric ``broken`` (a count, no argument) whose measure raises, for this test only."""
+    monkeypatch.setitem(METRICS, "broken", MetricSpec("count", "", "always raises", raise_key_error))
+
+
+def test_a_raising_measure_is_an_error_row_and_the_rest_still_count(chaos_analysis: Analysis,
+                                                                     broken_metric: None) -> None:
+    results = evaluate(parse_text("- lost(stamp) == 0\n- broken == 0\n- lost == 0\n"), chaos_analysis)
+    assert [(r.status, r.measured) for r in results] == [("pass", 0.0), ("error", None), ("fail", 1.0)]
+    assert results[1].detail == "error: KeyError: 'no_such_column'"
+
+
+@pytest.mark.parametrize(("text", "verdict"), [
+    ("- lost(stamp) == 0\n", "pass"),
+    ("- lost(stamp) == 0\n- broken == 0\n", "unknown"),  # nothing failed, but one was never measured
+    ("- lost == 0\n- broken == 0\n", "fail"),  # a failure is a failure whatever else broke
+    ("- lost(nothing) == 0\n- broken == 0\n", "fail"),  # so is no data
+])
+def test_verdict_with_errors(chaos_run: Path, broken_metric: None, text: str, verdict: str) -> None:
+    assert analyse(chaos_run, parse_text(text)).verdict == verdict
+
+
+def test_unknown_exits_3(chaos_run: Path, tmp_path: Path, broken_metric: None,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text("- lost(stamp) == 0\n- broken == 0\n")
+    assert main(["check", str(chaos_run), "-t", str(path), "-q"]) == 3
+    out = capsys.readouterr().out
+    assert "verdict: UNKNOWN" in out and "error: KeyError: 'no_such_column'" in out
+    v = build_report(chaos_run, thresholds=path, out_dir=tmp_path / "out")
+    assert (v.status, v.exit_code, v.passed) == ("unknown", 3, False)
+    assert [r["status"] for r in v.results] == ["pass", "error"]
+    assert json.loads((tmp_path / "out" / "analysis.json").read_text())["verdict"] == "unknown"
+    html = (tmp_path / "out" / "index.html").read_text()
+    assert 'class="banner unknown"' in html and "UNKNOWN — 1 of 2 thresholds could not be measured" in html
+    assert '<span class="status error">error</span>' in html
