@@ -20,15 +20,15 @@ report: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -p no:cacheprovider -q -rfEs
 
-## the quick check: one workflow, one stamp, one registration through the bus, with a report
+## the quick check: a few seconds of each flow (node, stamp, workflow) through the bus, with a report
 demo: $(VENV)/.installed
-	$(PY) -m nodes demo
+	$(VENV)/bin/locust --config scenarios/demo.conf
 
 up: $(VENV)/.installed
-	$(PY) -m nodes up
+	$(PY) -m stack up
 
 down: $(VENV)/.installed
-	$(PY) -m nodes down
+	$(PY) -m stack down
 
 ## one table: ours vs an independent peer (aiokafka, kcat, wrk, direct TCP, pandas), side by side
 benchmarks: $(VENV)/.installed

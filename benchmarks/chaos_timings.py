@@ -41,7 +41,7 @@ from chaos.faults import Resolver  # noqa: E402
 from rundir.journal import FaultJournal  # noqa: E402
 from chaos.probes import wait_for  # noqa: E402
 from chaos.runner import FaultRun  # noqa: E402
-from nodes.stack.embedded import StackOptions, down, up  # noqa: E402
+from stack.embedded import StackOptions, down, up  # noqa: E402
 
 TARGET_MS = 100.0
 console = Console()
@@ -131,8 +131,8 @@ def measure(repeats: int, progress=lambda line: None) -> tuple[list[dict], str |
     client = docker_client()
     if client is None:
         return rows, "no Docker engine answers"
-    from nodes.stack.processes import free_port
-    from nodes.stack.docker_broker import BrokerContainer
+    from stack.processes import free_port
+    from stack.docker_broker import BrokerContainer
 
     progress("container pause")
     broker = BrokerContainer.start(port=free_port(), client=client)

@@ -191,13 +191,13 @@ def main() -> int:
     args = ap.parse_args()
 
     from locustfiles.support.stackenv import stack_env
-    from nodes.stack.state import StateFile
+    from stack.state import StateFile
 
     started = None
     state_path = os.environ.get("BRIDGESTORM_STATE") or str(StateFile(None).path)
     env = stack_env(state_path)
     if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
-        from nodes.stack.embedded import StackOptions, up
+        from stack.embedded import StackOptions, up
 
         state_path = str(Path(tempfile.mkdtemp(prefix="bench-stack-")) / "stack.json")
         print("starting an embedded stack ...", flush=True)
@@ -232,7 +232,7 @@ def main() -> int:
         return 1 if (args.check and missed) else 0
     finally:
         if started:
-            from nodes.stack.embedded import down
+            from stack.embedded import down
 
             down(started)
 

@@ -1,6 +1,6 @@
 """The nodes' targets (issue: bridge nodes), measured on one embedded stack in one run.
 
-Prints one table: `nodes up` ready time; workflow end to end at a fixed
+Prints one table: `stack up` ready time; workflow end to end at a fixed
 200 workflows/s (latency from each request's *intended* start, so a stalled
 submitter cannot hide latency; after a 2 s warm-up at the same rate, which is not
 measured: a just-started stack has a start-up transient); query by hash; the database adapter at a
@@ -15,9 +15,11 @@ import argparse
 import asyncio
 import os
 import statistics
+import sys
 import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -27,10 +29,12 @@ from blake3 import blake3
 from rich.console import Console
 from rich.table import Table
 
-from nodes.config import Topics
-from nodes.envelope import EventType, new_envelope
-from nodes.stack.embedded import StackOptions, down, up
-from nodes.watch import BusWatcher
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' bus watcher
+
+from nodes.config import Topics  # noqa: E402
+from nodes.envelope import EventType, new_envelope  # noqa: E402
+from stack.embedded import StackOptions, down, up  # noqa: E402
+from support.bus_watcher import BusWatcher  # noqa: E402
 
 console = Console()
 

@@ -6,7 +6,7 @@ Targets (issue 3): with no toxic, p99 added round-trip latency under 1 ms
 and throughput at least 50 % of a direct connection.
 
 Both paths run in the same run, interleaved in blocks, against the same
-real servers (`chaos.echo_server` in child processes), so machine noise
+real servers (`tests/support/echo_server.py` in child processes), so machine noise
 hits both alike. The throughput ratio is the median proxy rate over the
 median direct rate; the range of the per-pair ratios (each proxy transfer
 against the direct one just before it) shows how noisy the machine was.
@@ -33,14 +33,14 @@ import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from chaos.proxy_server import ProxyServerProcess  # noqa: E402
-from chaos.toxiproxy_client import ToxiproxyClient  # noqa: E402
+from stack.proxy.process import ProxyServerProcess  # noqa: E402
+from stack.proxy.client import ToxiproxyClient  # noqa: E402
 
 
 def start_peer(mode: str) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen([sys.executable, "-m", "chaos.echo_server", "--mode", mode],
-                            stdout=subprocess.PIPE, text=True,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    tests = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
+    proc = subprocess.Popen([sys.executable, "-m", "support.echo_server", "--mode", mode],
+                            stdout=subprocess.PIPE, text=True, cwd=tests)
     port = int(proc.stdout.readline())
     return proc, port
 

@@ -40,8 +40,8 @@ Row = tuple[str, str, str, str]  # measure, ours, peer, ratio
 
 
 def kafka_rows(seconds: float) -> list[Row]:
-    from nodes.stack.broker import start_broker_process
-    from nodes.stack.processes import free_port, stop_process
+    from stack.broker import start_broker_process
+    from stack.processes import free_port, stop_process
 
     stack_dir = Path(tempfile.mkdtemp(prefix="bench-broker-"))
     (stack_dir / "logs").mkdir()
@@ -88,7 +88,7 @@ end
 
 
 def stamping_rows(seconds: float) -> list[Row]:
-    from nodes.stack.embedded import StackOptions, down, up
+    from stack.embedded import StackOptions, down, up
 
     state_path = str(Path(tempfile.mkdtemp(prefix="bench-stamp-")) / "stack.json")
     state = up(StackOptions(state_path=state_path, nodes=["stamping"], proxies=False))

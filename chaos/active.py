@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from nodes.stack.state import state_path
+from stack.state import state_path
 
 ACTIVE_ENV = "BRIDGESTORM_CHAOS_ACTIVE"
 

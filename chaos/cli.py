@@ -75,7 +75,7 @@ def cmd_heal(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["proxy-server"]:
-        from chaos.proxy_server import main as proxy_main
+        from stack.proxy.process import main as proxy_main
         return proxy_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m chaos", description="bridgestorm chaos: faults from experiment files")
     sub = parser.add_subparsers(dest="command", required=True)

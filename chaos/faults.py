@@ -13,7 +13,7 @@ from typing import Callable
 
 from chaos.targets import ChaosRefused, TargetError
 from chaos.targets.proxy import TOXIC_PREFIX
-from chaos.toxics import TOXIC_ATTRIBUTES
+from stack.proxy.toxics import TOXIC_ATTRIBUTES
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class Resolver:
         if os.environ.get("TOXIPROXY_URL"):
             return os.environ["TOXIPROXY_URL"]
         try:
-            from nodes.stack.state import StateFile
+            from stack.state import StateFile
             state = StateFile(self.state_path).read()
             return state.env.get("TOXIPROXY_URL")
         except (FileNotFoundError, ValueError):
@@ -122,7 +122,7 @@ class Resolver:
     def kind_of(self, target: str, kind: str) -> str:
         if kind != "auto":
             return kind
-        from nodes.stack.state import StateFile
+        from stack.state import StateFile
         try:
             part = StateFile(self.state_path).read().parts.get(target)
         except FileNotFoundError:
@@ -139,7 +139,7 @@ class Resolver:
             return ProcessTarget(target, self.state_path)
         if kind == "container":
             from chaos.targets.container import ContainerTarget
-            from nodes.stack.state import StateFile
+            from stack.state import StateFile
             health = None
             sf = StateFile(self.state_path)
             if sf.exists():

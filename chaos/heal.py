@@ -19,8 +19,8 @@ from chaos.active import ActiveFaults
 from chaos.faults import Resolver, fault_type
 from rundir.journal import FaultJournal, FaultRecord
 from chaos.targets.proxy import TOXIC_PREFIX
-from chaos.toxiproxy_client import ToxiproxyClient, ToxiproxyError
-from nodes.stack.state import StateFile
+from stack.proxy.client import ToxiproxyClient, ToxiproxyError
+from stack.state import StateFile
 
 
 def heal_all(state_path: str | None = None, toxiproxy_url: str | None = None, active_path: str | None = None,

@@ -12,8 +12,8 @@ import struct
 import time
 from typing import Callable
 
-from nodes.stack.processes import http_status  # noqa: F401 - one implementation, re-exported for chaos
-from nodes.stack.processes import tcp_answers as _tcp_answers
+from stack.processes import http_status  # noqa: F401 - one implementation, re-exported for chaos
+from stack.processes import tcp_answers as _tcp_answers
 
 
 def split(address: str) -> tuple[str, int]:

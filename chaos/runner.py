@@ -210,7 +210,7 @@ def run_probe(probe: Probe, resolver: Resolver) -> ProbeResult:
 
 
 def _part(resolver: Resolver, name: str):
-    from nodes.stack.state import StateFile
+    from stack.state import StateFile
     part = StateFile(resolver.state_path).read().parts.get(name)
     if part is None:
         raise LookupError(f"no part {name!r} in the stack state")

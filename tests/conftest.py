@@ -26,7 +26,7 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     """The embedded stack (broker, PostgreSQL, six nodes) with fast heartbeats; stopped after the session."""
-    from nodes.stack.embedded import StackOptions, down, up
+    from stack.embedded import StackOptions, down, up
 
     state_path = str(tmp_path_factory.mktemp("stack") / "stack.json")
     state = up(StackOptions(state_path=state_path, heartbeat_interval_s=1.0))

@@ -10,7 +10,7 @@ import docker.errors
 
 from chaos.probes import health_answers
 from chaos.targets import ChaosRefused, TargetError
-from nodes.stack.state import MANAGED_LABEL
+from stack.state import MANAGED_LABEL
 
 
 class ContainerTarget:

@@ -13,8 +13,8 @@ import psutil
 
 from chaos.probes import health_answers
 from chaos.targets import ChaosRefused, TargetError
-from nodes.stack.processes import launch
-from nodes.stack.state import Part, StateFile
+from stack.processes import launch
+from stack.state import Part, StateFile
 
 
 def parse_signal(sig: str | int) -> signal.Signals:

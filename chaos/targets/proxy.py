@@ -1,14 +1,14 @@
 """A Toxiproxy link: add and remove toxics, take the proxy down and up again.
 
 Works against any server that speaks the Toxiproxy API (the real one or
-`chaos.proxy_server`). Toxics bridgestorm adds are named `bridgestorm-...`
+`stack.proxy`). Toxics bridgestorm adds are named `bridgestorm-...`
 so `chaos heal` can find and remove exactly those.
 """
 from __future__ import annotations
 
 from chaos.probes import tcp_answers
 from chaos.targets import TargetError
-from chaos.toxiproxy_client import ToxiproxyClient, ToxiproxyError
+from stack.proxy.client import ToxiproxyClient, ToxiproxyError
 
 TOXIC_PREFIX = "bridgestorm-"
 

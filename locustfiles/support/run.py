@@ -87,7 +87,7 @@ def _owner(environment: Environment) -> bool:
 
 def _resolve_stack(environment: Environment) -> None:
     opts = environment.parsed_options
-    from nodes.stack.state import StateFile
+    from stack.state import StateFile
 
     mode = opts.stack
     state_path = opts.stack_state or str(StateFile(None).path)
@@ -96,7 +96,7 @@ def _resolve_stack(environment: Environment) -> None:
             else "embedded"
     STATE.stack_mode = mode
     if mode == "embedded":
-        from nodes.stack.embedded import StackOptions, up
+        from stack.embedded import StackOptions, up
 
         state_path = str(Path(opts.run_dir) / "stack" / "stack.json")
         log.info("starting the embedded stack (state %s)", state_path)
@@ -335,7 +335,7 @@ def on_quitting(environment: Environment, **_: Any) -> None:
     finally:
         kafka.close_all()
         if STATE.embedded:
-            from nodes.stack.embedded import down
+            from stack.embedded import down
 
             log.info("stopping the embedded stack")
             down(STATE.stack_state)

@@ -15,7 +15,7 @@ KEYS = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "ORCHESTRATOR_URL", "STAMPING
 def stack_env(state_path: str | None = None) -> dict[str, str]:
     """The stack's addresses: the state file's env, overridden by the same names set in the environment."""
     env: dict[str, str] = {}
-    from nodes.stack.state import StateFile
+    from stack.state import StateFile
 
     sf = StateFile(state_path)
     if sf.exists():
@@ -28,6 +28,6 @@ def stack_env(state_path: str | None = None) -> dict[str, str]:
 
 def require(env: dict[str, str], key: str) -> str:
     if not env.get(key):
-        raise RuntimeError(f"{key} is unknown: start the stack (`python -m nodes up`, or --stack embedded) "
+        raise RuntimeError(f"{key} is unknown: start the stack (`python -m stack up`, or --stack embedded) "
                            "or set it in the environment")
     return env[key]

@@ -1,7 +1,7 @@
 """Fixtures for the chaos tests: a real Tansu broker registered in a stack state file,
 a real proxy server process, a real echo server, and the Docker engine when there is one.
 
-The broker is started and recorded the way `python -m nodes up` does it
+The broker is started and recorded the way `python -m stack up` does it
 (kind "process", pid, start time, LaunchSpec), in a state file in a temp
 dir, so the process target is exercised against exactly that contract.
 """
@@ -19,12 +19,12 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from chaos.echo_server import EchoServer  # noqa: E402
+from support.echo_server import EchoServer  # noqa: E402
 from chaos.probes import kafka_answers, wait_for  # noqa: E402
-from chaos.proxy_server import ProxyServerProcess  # noqa: E402
-from nodes.stack.processes import free_port  # noqa: E402
-from nodes.stack.processes import launch, process_part  # noqa: E402
-from nodes.stack.state import LaunchSpec, StackState, StateFile  # noqa: E402
+from stack.proxy.process import ProxyServerProcess  # noqa: E402
+from stack.processes import free_port  # noqa: E402
+from stack.processes import launch, process_part  # noqa: E402
+from stack.state import LaunchSpec, StackState, StateFile  # noqa: E402
 
 
 def tansu_binary() -> str:
@@ -63,7 +63,7 @@ class Stack:
         return address
 
     def add_container(self, name: str, container_id: str, address: str) -> None:
-        from nodes.stack.state import Part
+        from stack.state import Part
         with self.state_file.update() as state:
             state.parts[name] = Part(name=name, kind="container", address=address,
                                      health=f"tcp://{address}", container_id=container_id)
@@ -103,7 +103,7 @@ def proxy_url():
 
 @pytest.fixture
 def toxiproxy(proxy_url):
-    from chaos.toxiproxy_client import ToxiproxyClient
+    from stack.proxy.client import ToxiproxyClient
 
     client = ToxiproxyClient(proxy_url)
     yield client

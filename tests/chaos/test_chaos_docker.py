@@ -9,11 +9,11 @@ import pytest
 
 from chaos.experiment import parse
 from rundir.journal import FaultJournal
-from nodes.stack.processes import free_port
+from stack.processes import free_port
 from chaos.runner import run_experiment
 from chaos.targets import ChaosRefused
 from chaos.targets.container import ContainerTarget
-from nodes.stack.docker_broker import BrokerContainer, ensure_broker_image
+from stack.docker_broker import BrokerContainer, ensure_broker_image
 
 pytestmark = pytest.mark.docker
 

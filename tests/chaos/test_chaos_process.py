@@ -65,7 +65,7 @@ def test_refuses_processes_the_stack_did_not_start(stack):
         with pytest.raises(ChaosRefused, match="no part named 'ghost'"):
             ProcessTarget("ghost", stack.state_path)
         # a recorded pid whose start time does not match is someone else's now
-        from nodes.stack.state import LaunchSpec, Part
+        from stack.state import LaunchSpec, Part
         with stack.state_file.update() as state:
             state.parts["impostor"] = Part(name="impostor", kind="process", address="", health="tcp://127.0.0.1:1",
                                            pid=stranger.pid, create_time=1.0, launch=LaunchSpec(argv=["true"]))

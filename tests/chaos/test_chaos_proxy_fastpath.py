@@ -17,8 +17,8 @@ import urllib.request
 
 import pytest
 
-from chaos import proxy_server
-from chaos.echo_server import EchoServer
+from stack.proxy import api as proxy_api, wire as proxy_wire
+from support.echo_server import EchoServer
 
 
 def pattern(start: int, count: int) -> bytes:
@@ -105,7 +105,7 @@ class InProcessServer:
 
     def __init__(self):
         self.loop = asyncio.new_event_loop()
-        self.server = proxy_server.ProxyServer("127.0.0.1", 0)
+        self.server = proxy_api.ProxyServer("127.0.0.1", 0)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def __enter__(self) -> "InProcessServer":
@@ -132,7 +132,7 @@ class InProcessServer:
         return asyncio.run_coroutine_threadsafe(look(), self.loop).result(5)
 
 
-@pytest.mark.skipif(not proxy_server.FAST, reason="no fast path on this platform")
+@pytest.mark.skipif(not proxy_wire.FAST, reason="no fast path on this platform")
 def test_links_without_toxics_run_fast_and_leave_it_for_a_toxic():
     with EchoServer("echo") as (host, port), InProcessServer() as srv:
         proxy = srv.post("/proxies", {"name": "e", "upstream": f"{host}:{port}"})
@@ -160,7 +160,7 @@ def test_links_without_toxics_run_fast_and_leave_it_for_a_toxic():
         assert len(os.listdir("/proc/self/fd")) <= fds - 4, "the fast path's socket dups are closed"
 
 
-@pytest.mark.skipif(not proxy_server.FAST, reason="no fast path on this platform")
+@pytest.mark.skipif(not proxy_wire.FAST, reason="no fast path on this platform")
 def test_bytes_the_fast_path_holds_go_through_the_new_toxic():
     server = socket.create_server(("127.0.0.1", 0))
     with InProcessServer() as srv:

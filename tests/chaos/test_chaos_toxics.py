@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from chaos.echo_server import EchoServer
+from support.echo_server import EchoServer
 
 
 def listen_of(proxy: dict) -> tuple[str, int]:

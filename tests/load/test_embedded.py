@@ -29,7 +29,7 @@ def test_embedded_stack_lifecycle(tmp_path):
     assert (samples["name"] == "POST /stamp").sum() > 0 and samples["ok"].all(), out[-3000:]
     assert out.count("starting the embedded stack") == 1  # the master only, not the two workers
     # stopped after the run: no process of the stack is left
-    from nodes.stack.state import StateFile
+    from stack.state import StateFile
 
     sf = StateFile(info["stack"]["state"])
     alive = [p.name for p in sf.read().parts.values() if p.kind == "process" and p.process() is not None] \

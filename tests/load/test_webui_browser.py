@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nodes.stack.processes import free_port
+from stack.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUST = str(Path(sys.executable).with_name("locust"))

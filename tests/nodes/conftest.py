@@ -12,7 +12,7 @@ import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
 from nodes.config import Topics
-from nodes.watch import BusWatcher
+from support.bus_watcher import BusWatcher
 
 
 @pytest.fixture(scope="session")

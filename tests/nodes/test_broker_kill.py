@@ -14,9 +14,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from nodes.stack.embedded import StackOptions, down, up
-from nodes.stack.processes import launch, process_part, tcp_answers, wait_until
-from nodes.stack.state import StateFile
+from stack.embedded import StackOptions, down, up
+from stack.processes import launch, process_part, tcp_answers, wait_until
+from stack.state import StateFile
 
 
 @pytest.fixture(scope="module")

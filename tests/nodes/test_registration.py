@@ -7,8 +7,8 @@ import time
 import uuid
 
 from nodes.envelope import EventType, new_envelope
-from nodes.stack.processes import check_health, launch, process_part, stop_process, wait_until
-from nodes.stack.state import StateFile
+from stack.processes import check_health, launch, process_part, stop_process, wait_until
+from stack.state import StateFile
 
 STACK_NODES = {"registry", "database-adapter", "reducer", "intelligence", "stamping", "orchestrator"}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nodes.stack.processes import free_port
+from stack.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LOCUST = [sys.executable, "-m", "locust"]

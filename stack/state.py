@@ -1,7 +1,7 @@
-"""The stack's state file: what `python -m nodes up` started, and how to start it again.
+"""The stack's state file: what `python -m stack up` started, and how to start it again.
 
 Everything that stops, restarts or injects faults into a part of the stack
-(`nodes down`, `nodes status`, the chaos module's process and container
+(`stack down`, `stack status`, the chaos module's process and container
 targets) reads this file, and refuses to touch anything that is not in it.
 A process is identified by pid *and* its start time, so a recycled pid is
 never mistaken for ours.
@@ -124,7 +124,7 @@ class StateFile:
 
     def read(self) -> StackState:
         if not self.path.exists():
-            raise FileNotFoundError(f"no stack state at {self.path} (start one with `python -m nodes up`)")
+            raise FileNotFoundError(f"no stack state at {self.path} (start one with `python -m stack up`)")
         return StackState.from_json(self.path.read_text())
 
     def write(self, state: StackState) -> None:

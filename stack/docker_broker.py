@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import docker
 import docker.errors
 
-from nodes.stack.state import MANAGED_LABEL
+from stack.state import MANAGED_LABEL
 
 IMAGE_REPOSITORY = "bridgestorm/tansu"
 PART_LABEL = "bridgestorm.part"

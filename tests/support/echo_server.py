@@ -10,7 +10,7 @@ under test. Modes:
 - `source`: reads an 8-byte count n, sends n bytes, then closes
 
 Run it in-process (`with EchoServer("echo") as (host, port): ...`) or as
-`python -m chaos.echo_server --mode echo --port 0` (prints the port).
+`python -m support.echo_server --mode echo --port 0` (prints the port).
 """
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ class EchoServer:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m chaos.echo_server")
+    parser = argparse.ArgumentParser(prog="python -m support.echo_server")
     parser.add_argument("--mode", default="echo", choices=["echo", "sink", "source"])
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()

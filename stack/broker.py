@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nodes.stack.processes import launch, log_tail, process_part, tcp_answers, wait_until
-from nodes.stack.state import LaunchSpec, Part
+from stack.processes import launch, log_tail, process_part, tcp_answers, wait_until
+from stack.state import LaunchSpec, Part
 
 
 def broker_binary() -> str:

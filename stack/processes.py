@@ -1,6 +1,6 @@
 """Starting, checking and stopping the stack's local processes.
 
-Every process is started in its own session (so it outlives `nodes up` and
+Every process is started in its own session (so it outlives `stack up` and
 a Ctrl-C in the terminal does not reach it), with its output in a log file,
 and recorded as a `Part` with pid and start time in the state file.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from nodes.stack.state import LaunchSpec, Part
+from stack.state import LaunchSpec, Part
 
 
 def _ephemeral_low() -> int:

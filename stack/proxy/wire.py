@@ -1,100 +1,33 @@
-"""A Toxiproxy-API-compatible TCP proxy server (asyncio), for the embedded stack.
+"""The proxy's data path: proxies, their connections, and the two links (one per direction) of each.
 
-Why we write our own: no `toxiproxy-server` binary or image can be installed
-here (no package registry carries it and no image registry is reachable),
-yet network faults between the nodes and the broker or database need a
-proxy that speaks Toxiproxy's HTTP API, so the same experiments, clients
-(`toxiproxy-python`, our `ToxiproxyClient`) and compose setups work against
-either server. When the real `toxiproxy-server` is on PATH,
-`server_argv()` prefers it.
-
-The contract follows Toxiproxy 2.x (api.go): the endpoints, 201 on proxy
-create and populate, 200 on toxic create, 204 on delete and reset, errors as
-`{"error": ..., "status": ...}` with 400/404/409, toxic defaults (name
-`<type>_<stream>`, stream `downstream`, toxicity 1.0 drawn once per
-connection), and disabling a proxy closes its listener and connections.
-
-Speed: a link with no toxic runs on `FastPath`: the event loop reads the
-socket into a large reused buffer and writes it to the other socket, with
-no `bytes` per chunk and no task. A toxic added to an open connection takes
+A link with no toxic runs on ``FastPath``: the event loop reads the socket
+into a large reused buffer and writes it to the other socket, with no
+``bytes`` per chunk and no task. A toxic added to an open connection takes
 its link off the fast path at once; the bytes already read go through the
-toxic first. Links with toxics go through a pump task (the toxic chain);
-in between, bytes are written straight from `data_received` to the other
-transport, with transport flow control both ways.
-`BRIDGESTORM_PROXY_FAST=0` turns the fast path off (to compare the paths).
-
-Safety: listen and upstream addresses must be on loopback; faults never
-leave this machine.
+toxic first. Links with toxics go through a pump task (the toxic chain,
+``stack/proxy/toxics.py``); in between, bytes are written straight from
+``data_received`` to the other transport, with transport flow control both
+ways. ``BRIDGESTORM_PROXY_FAST=0`` turns the fast path off (to compare the
+paths).
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
-import ipaddress
-import json
 import os
 import random
-import shutil
-import signal
 import socket
 import struct
-import subprocess
-import sys
-import time
-import urllib.request
 from typing import Iterable
 
-from aiohttp import web
+from stack.proxy.addresses import ApiError, require_loopback, split_address
+from stack.proxy.toxics import EOF, Chunk, ToxicSpec, _State, new_state
 
-from chaos.toxics import EOF, Chunk, ToxicError, ToxicSpec, _State, new_state
-from nodes.stack.processes import free_port
-
-VERSION = "2.0.0+bridgestorm.0.1.0"
-DEFAULT_LISTEN = "127.0.0.1:8474"
 HIGH_WATER = 1 << 20  # bytes queued in a toxic link before its source stops being read
 LOW_WATER = 1 << 18
 FAST_BUFFER = 4 << 20  # fast-path read size: measured 256 KiB ~ transport path, 1 MiB better, 4 MiB best
 FAST = os.name == "posix" and os.environ.get("BRIDGESTORM_PROXY_FAST", "1") != "0"
 
-
-class ApiError(Exception):
-    """An error the HTTP API answers with `{"error": message, "status": status}`."""
-
-    def __init__(self, message: str, status: int):
-        super().__init__(message)
-        self.message, self.status = message, status
-
-
-# ----------------------------------------------------------------- addresses
-
-def split_address(address: str) -> tuple[str, int]:
-    """'127.0.0.1:80' / '[::1]:80' / 'localhost:80' -> (host, port)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ApiError(f"bad address {address!r}: expected host:port", 400)
-    return host.strip("[]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _require_loopback(field: str, address: str) -> tuple[str, int]:
-    host, port = split_address(address)
-    if not is_loopback(host):
-        raise ApiError(
-            f"{field} {address!r} is not on loopback: bridgestorm's proxy server only "
-            "listens on and forwards to loopback addresses", 400)
-    return host, port
-
-
-# ----------------------------------------------------------------- data path
 
 class Side(asyncio.Protocol):
     """One socket of a proxied connection (the client's or the upstream's)."""
@@ -659,8 +592,8 @@ class Proxy:
     async def start(self) -> None:
         if self.enabled:
             return
-        host, port = _require_loopback("listen", self.listen)
-        _require_loopback("upstream", self.upstream)
+        host, port = require_loopback("listen", self.listen)
+        require_loopback("upstream", self.upstream)
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
@@ -713,321 +646,3 @@ class Proxy:
     def remove_all_toxics(self) -> None:
         for name in list(self.toxics):
             self.remove_toxic(name)
-
-
-# ----------------------------------------------------------------- HTTP API
-
-class ProxyServer:
-    """The HTTP API and all proxies, on one asyncio loop."""
-
-    def __init__(self, host: str = "127.0.0.1", port: int = 8474):
-        self.host, self.port = host, port
-        self.proxies: dict[str, Proxy] = {}
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors])
-        r = app.router
-        r.add_post("/reset", self.reset)
-        r.add_get("/proxies", self.proxy_index)
-        r.add_post("/proxies", self.proxy_create)
-        r.add_post("/populate", self.populate)
-        r.add_get("/proxies/{proxy}", self.proxy_show)
-        r.add_post("/proxies/{proxy}", self.proxy_update)
-        r.add_patch("/proxies/{proxy}", self.proxy_update)
-        r.add_delete("/proxies/{proxy}", self.proxy_delete)
-        r.add_get("/proxies/{proxy}/toxics", self.toxic_index)
-        r.add_post("/proxies/{proxy}/toxics", self.toxic_create)
-        r.add_get("/proxies/{proxy}/toxics/{toxic}", self.toxic_show)
-        r.add_post("/proxies/{proxy}/toxics/{toxic}", self.toxic_update)
-        r.add_patch("/proxies/{proxy}/toxics/{toxic}", self.toxic_update)
-        r.add_delete("/proxies/{proxy}/toxics/{toxic}", self.toxic_delete)
-        r.add_get("/version", self.version)
-        return app
-
-    async def start(self) -> None:
-        _require_loopback("API listen", f"{self.host}:{self.port}")
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        if self.port == 0:
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    async def stop(self) -> None:
-        for proxy in self.proxies.values():
-            proxy.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    # -- helpers
-    @web.middleware
-    async def _errors(self, request: web.Request, handler):
-        if request.headers.get("User-Agent", "").startswith("Mozilla/"):
-            return web.Response(status=403, text="User agent not allowed\n")
-        try:
-            return await handler(request)
-        except ApiError as exc:
-            return _error(exc.message, exc.status)
-        except ToxicError as exc:
-            return _error(str(exc), exc.status)
-
-    def _proxy(self, request: web.Request) -> Proxy:
-        try:
-            return self.proxies[request.match_info["proxy"]]
-        except KeyError:
-            raise ApiError("proxy not found", 404) from None
-
-    @staticmethod
-    async def _body(request: web.Request) -> object:
-        try:
-            return json.loads(await request.read() or b"null")
-        except ValueError as exc:
-            raise ApiError(f"bad request body: {exc}", 400) from None
-
-    # -- proxies
-    async def proxy_index(self, request):
-        return _json({name: p.to_json() for name, p in self.proxies.items()})
-
-    async def proxy_create(self, request):
-        body = await self._body(request)
-        if not isinstance(body, dict):
-            raise ApiError("bad request body: expected a JSON object", 400)
-        proxy = await self._add(body, replace=False)
-        return _json(proxy.to_json(), status=201)
-
-    async def _add(self, body: dict, replace: bool, label: str = "") -> Proxy:
-        name, upstream = body.get("name") or "", body.get("upstream") or ""
-        if not name:
-            raise ApiError(f"missing required field: name{label}", 400)
-        if not upstream:
-            raise ApiError(f"missing required field: upstream{label}", 400)
-        listen = body.get("listen") or "127.0.0.1:0"
-        enabled = body.get("enabled", True)
-        existing = self.proxies.get(name)
-        if existing is not None:
-            if not replace:
-                raise ApiError("proxy already exists", 409)
-            if existing.upstream == upstream and existing.listen == listen:
-                await self._set_enabled(existing, bool(enabled))
-                return existing
-            existing.stop()
-            del self.proxies[name]
-        proxy = Proxy(name, listen, upstream)
-        _require_loopback("listen", listen)
-        _require_loopback("upstream", upstream)
-        if enabled:
-            await proxy.start()
-        self.proxies[name] = proxy
-        return proxy
-
-    async def populate(self, request):
-        body = await self._body(request)
-        if isinstance(body, dict) and "proxies" in body:
-            body = body["proxies"]
-        if not isinstance(body, list):
-            raise ApiError("bad request body: expected a list of proxies", 400)
-        names = set()
-        for i, item in enumerate(body, 1):  # validate everything before changing anything
-            if not isinstance(item, dict):
-                raise ApiError(f"bad request body: proxy {i} is not an object", 400)
-            if not item.get("name"):
-                raise ApiError(f"missing required field: name at proxy {i}", 400)
-            if not item.get("upstream"):
-                raise ApiError(f"missing required field: upstream at proxy {i}", 400)
-            if item["name"] in names:
-                raise ApiError(f"duplicate proxy name {item['name']!r}", 400)
-            names.add(item["name"])
-            _require_loopback("upstream", item["upstream"])
-            _require_loopback("listen", item.get("listen") or "127.0.0.1:0")
-        proxies = []
-        for item in body:
-            try:
-                proxies.append(await self._add(item, replace=True))
-            except ApiError as exc:
-                return _json({"error": exc.message, "status": exc.status,
-                              "proxies": [p.to_json() for p in proxies]}, status=exc.status)
-        return _json({"proxies": [p.to_json() for p in proxies]}, status=201)
-
-    async def proxy_show(self, request):
-        return _json(self._proxy(request).to_json())
-
-    async def proxy_update(self, request):
-        proxy = self._proxy(request)
-        body = await self._body(request)
-        if not isinstance(body, dict):
-            raise ApiError("bad request body: expected a JSON object", 400)
-        listen = body.get("listen") or proxy.listen
-        upstream = body.get("upstream") or proxy.upstream
-        enabled = bool(body.get("enabled", proxy.enabled))
-        if listen != proxy.listen or upstream != proxy.upstream:
-            _require_loopback("listen", listen)
-            _require_loopback("upstream", upstream)
-            proxy.stop()
-            proxy.listen, proxy.upstream = listen, upstream
-        await self._set_enabled(proxy, enabled)
-        return _json(proxy.to_json())
-
-    @staticmethod
-    async def _set_enabled(proxy: Proxy, enabled: bool) -> None:
-        if enabled and not proxy.enabled:
-            await proxy.start()
-        elif not enabled and proxy.enabled:
-            proxy.stop()
-
-    async def proxy_delete(self, request):
-        proxy = self._proxy(request)
-        proxy.stop()
-        del self.proxies[proxy.name]
-        return web.Response(status=204)
-
-    async def reset(self, request):
-        for proxy in self.proxies.values():
-            await self._set_enabled(proxy, True)
-            proxy.remove_all_toxics()
-        return web.Response(status=204)
-
-    # -- toxics
-    async def toxic_index(self, request):
-        return _json([t.to_json() for t in self._proxy(request).ordered_toxics()])
-
-    async def toxic_create(self, request):
-        proxy = self._proxy(request)
-        spec = ToxicSpec.from_json(await self._body(request))
-        proxy.add_toxic(spec)
-        return _json(spec.to_json())
-
-    async def toxic_show(self, request):
-        return _json(self._proxy(request).toxic(request.match_info["toxic"]).to_json())
-
-    async def toxic_update(self, request):
-        proxy = self._proxy(request)
-        name = request.match_info["toxic"]
-        proxy.toxic(name)
-        spec = proxy.update_toxic(name, await self._body(request))
-        return _json(spec.to_json())
-
-    async def toxic_delete(self, request):
-        self._proxy(request).remove_toxic(request.match_info["toxic"])
-        return web.Response(status=204)
-
-    async def version(self, request):
-        return web.Response(text=json.dumps({"version": VERSION}) + "\n",
-                            content_type="application/json", charset="utf-8")
-
-
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(text=json.dumps(data), status=status, content_type="application/json")
-
-
-def _error(message: str, status: int) -> web.Response:
-    return _json({"error": message, "status": status}, status=status)
-
-
-# ----------------------------------------------------------------- running it
-
-async def serve(listen: str = DEFAULT_LISTEN, ready_file: str | None = None) -> None:
-    """Run the server until SIGINT/SIGTERM."""
-    host, port = split_address(listen)
-    server = ProxyServer(host, port)
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"bridgestorm proxy server (Toxiproxy API) on {server.url}", flush=True)
-    if ready_file:
-        with open(ready_file, "w") as fh:
-            fh.write(server.url)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
-
-
-def run(listen: str = DEFAULT_LISTEN, ready_file: str | None = None) -> None:
-    try:
-        import uvloop  # optional: faster event loop when installed
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(serve(listen, ready_file))
-
-
-def server_argv(listen: str = DEFAULT_LISTEN) -> list[str]:
-    """How to start a Toxiproxy server: the real one when on PATH, else ours."""
-    host, port = split_address(listen)
-    real = shutil.which("toxiproxy-server")
-    if real:
-        return [real, "-host", host, "-port", str(port)]
-    return [sys.executable, "-m", "chaos", "proxy-server", "--listen", listen]
-
-
-def wait_until_answering(url: str, timeout: float = 10.0) -> None:
-    """Block until GET {url}/version answers, or raise TimeoutError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/version", timeout=1.0) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no Toxiproxy API answered at {url} within {timeout:.0f} s")
-        time.sleep(0.02)
-
-
-class ProxyServerProcess:
-    """Runs a Toxiproxy server as a child process: `with ProxyServerProcess() as url: ...`.
-
-    A separate process keeps the proxy's data path off the caller's GIL,
-    which matters for measurements. `listen` defaults to a free loopback port.
-    """
-
-    def __init__(self, listen: str | None = None, log: str | None = None):
-        self.listen = listen or f"127.0.0.1:{free_port()}"
-        self.url = "http://" + self.listen
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> str:
-        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
-        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
-        self.proc = subprocess.Popen(server_argv(self.listen), stdout=out, stderr=subprocess.STDOUT, env=env)
-        try:
-            wait_until_answering(self.url)
-        except TimeoutError:
-            self.stop()
-            raise
-        return self.url
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def __enter__(self) -> str:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chaos proxy-server")
-    parser.add_argument("--listen", default=DEFAULT_LISTEN, help="API address (loopback), default %(default)s")
-    parser.add_argument("--ready-file", help="write the API URL here once it answers")
-    args = parser.parse_args(argv)
-    run(args.listen, args.ready_file)
-    return 0

@@ -2,7 +2,7 @@
 
 By default the nodes reach the broker and the database through a Toxiproxy
 server (the real `toxiproxy-server` when on PATH, else bridgestorm's own, see
-`chaos.proxy_server`), with proxies named `broker` and `postgres`, so the
+`stack.proxy`), with proxies named `broker` and `postgres`, so the
 chaos module can degrade those links. The broker advertises its proxy's
 address, or clients would bypass it. `proxies=False` connects directly.
 
@@ -19,7 +19,6 @@ import os
 import secrets
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,11 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from nodes.config import database_url_from_env, mask_url
-from nodes.kinds import NODE_KINDS
-from nodes.stack.broker import start_broker_process
-from nodes.stack.postgres import postgres_url, start_postgres
-from nodes.stack.processes import (
+from rundir.masking import mask_url
+from stack.broker import start_broker_process
+from stack.postgres import postgres_url, start_postgres
+from stack.processes import (
     check_health,
     free_port,
     launch,
@@ -40,7 +38,8 @@ from nodes.stack.processes import (
     stop_process,
     wait_until,
 )
-from nodes.stack.state import LaunchSpec, Part, StackState, StateFile
+from stack.state import LaunchSpec, Part, StackState, StateFile
+from stack.system import NODE_KINDS, database_url_from_env, node_argv, url_variable
 
 Progress = Callable[[str], None]
 
@@ -64,10 +63,6 @@ def _external(var: str) -> str | None:
     return os.environ.get(var) or None
 
 
-def _node_url_var(kind: str) -> str:
-    return kind.upper().replace("-", "_") + "_URL"
-
-
 def up(options: StackOptions | None = None, progress: Progress = lambda msg: None) -> StackState:
     """Start the stack and return its state; on failure stop what was started and raise StackError."""
     options = options or StackOptions()
@@ -81,7 +76,7 @@ def up(options: StackOptions | None = None, progress: Progress = lambda msg: Non
         if alive:
             raise StackError(
                 f"a stack is already running ({', '.join(alive)}) per {state_file.path}; "
-                "stop it with `python -m nodes down` or use another --state"
+                "stop it with `python -m stack down` or use another --state"
             )
         state_file.remove()
 
@@ -132,7 +127,7 @@ def _start_infrastructure(
             advertised = _proxy_port(proxy.create_proxy("broker", "127.0.0.1:0", f"127.0.0.1:{port}"))
         where = f"127.0.0.1:{port}" + (f", reached through proxy 127.0.0.1:{advertised}" if proxy else "")
         if options.broker_runtime == "docker":
-            from nodes.stack.docker_broker import BrokerContainer, ensure_broker_image
+            from stack.docker_broker import BrokerContainer, ensure_broker_image
 
             progress(f"broker: Tansu container on {where}")
             ensure_broker_image()
@@ -167,12 +162,12 @@ def _start_infrastructure(
 
 
 def _start_proxy_server(state: StackState, stack_dir: Path, progress: Progress):
-    from chaos.proxy_server import server_argv, wait_until_answering
-    from chaos.toxiproxy_client import ToxiproxyClient
+    from stack.proxy.process import server_argv, wait_until_answering
+    from stack.proxy.client import ToxiproxyClient
 
     listen = f"127.0.0.1:{free_port()}"
     url = f"http://{listen}"
-    spec = LaunchSpec(argv=server_argv(listen), cwd=str(Path(__file__).resolve().parents[2]),
+    spec = LaunchSpec(argv=server_argv(listen), cwd=str(Path(__file__).resolve().parents[1]),
                       log=str(stack_dir / "logs" / "proxy.log"))
     proc = launch(spec)
     state.parts["proxy"] = process_part("proxy", url, f"{url}/version", spec, proc)
@@ -201,17 +196,17 @@ def _launch_nodes(state: StackState, options: StackOptions, stack_dir: Path, pro
         "CONSUMER_SESSION_TIMEOUT_MS": "2000",
         **options.node_env,
     }
-    project_root = str(Path(__file__).resolve().parents[2])
+    project_root = str(Path(__file__).resolve().parents[1])
     for kind in options.nodes:
         spec = LaunchSpec(
-            argv=[sys.executable, "-m", "nodes", "run", kind],
+            argv=node_argv(kind),
             env={**common, "NODE_ID": f"{kind}-{tag}", "HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(ports[kind])},
             cwd=project_root,
             log=str(stack_dir / "logs" / f"{kind}.log"),
         )
         proc = launch(spec)
         state.parts[kind] = process_part(kind, urls[kind], f"{urls[kind]}/ready", spec, proc, node_id=f"{kind}-{tag}")
-        state.env[_node_url_var(kind)] = urls[kind]
+        state.env[url_variable(kind)] = urls[kind]
     progress(f"nodes: {', '.join(options.nodes)} starting")
 
 
@@ -250,7 +245,7 @@ def down(state_path: str | None = None, progress: Progress = lambda msg: None) -
         if part is None:
             continue
         if part.kind == "container":
-            from nodes.stack.docker_broker import BrokerContainer
+            from stack.docker_broker import BrokerContainer
 
             BrokerContainer.remove_by_id(part.container_id)
             stopped.append(name)
@@ -281,7 +276,7 @@ def status(state_path: str | None = None) -> list[dict]:
 
 
 def _container_health(part: Part) -> str:
-    from nodes.stack.docker_broker import BrokerContainer
+    from stack.docker_broker import BrokerContainer
 
     if not BrokerContainer.is_running(part.container_id):
         return "gone"

@@ -23,12 +23,10 @@ Toxiproxy does on interrupt ("don't drop any data on the floor").
 """
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, AsyncIterator, Protocol
-
-if TYPE_CHECKING:  # pragma: no cover
-    from chaos.proxy_server import Link
+from typing import AsyncIterator, Protocol
 
 STREAMS = ("upstream", "downstream")
 
@@ -146,10 +144,31 @@ class ToxicState(Protocol):
     def handle(self, item: Chunk | None) -> AsyncIterator[Chunk | None]: ...
 
 
+class Closable(Protocol):
+    """What a toxic may do to its connection: close it, or reset it (RST)."""
+
+    def close(self) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+class LinkControl(Protocol):
+    """What a toxic sees of the link it runs on (``stack.proxy.wire.Link`` is one)."""
+
+    loop: asyncio.AbstractEventLoop
+    connection: Closable
+
+    def now(self) -> float: ...
+
+    async def sleep_until(self, deadline: float, state: "_State") -> None: ...
+
+    async def flush_and_close(self) -> None: ...
+
+
 class _State:
     """Common parts: the spec, the link, and whether the toxic was removed."""
 
-    def __init__(self, spec: ToxicSpec, link: "Link"):
+    def __init__(self, spec: ToxicSpec, link: LinkControl):
         self.spec = spec
         self.link = link
         self.removed = False
@@ -316,5 +335,5 @@ STATE_CLASSES: dict[str, type[_State]] = {
 }
 
 
-def new_state(spec: ToxicSpec, link: "Link") -> _State:
+def new_state(spec: ToxicSpec, link: LinkControl) -> _State:
     return STATE_CLASSES[spec.type](spec, link)

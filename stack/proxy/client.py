@@ -3,7 +3,7 @@
 Why not only `toxiproxy-python`: it cannot name the server per instance (its
 host and port are class attributes), does not expose toxic updates, and
 swallows status codes. This client works against the real
-`toxiproxy-server` and bridgestorm's own (`chaos.proxy_server`) alike, uses
+`toxiproxy-server` and bridgestorm's own (`stack.proxy`) alike, uses
 only the standard library (so it is safe inside gevent-patched Locust
 processes), and raises `ToxiproxyError` carrying the server's status and
 message.

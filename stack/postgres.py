@@ -17,8 +17,8 @@ import time
 import warnings
 from pathlib import Path
 
-from nodes.stack.processes import launch, log_tail, process_part, tcp_answers, wait_until
-from nodes.stack.state import LaunchSpec, Part
+from stack.processes import launch, log_tail, process_part, tcp_answers, wait_until
+from stack.state import LaunchSpec, Part
 
 DATABASE = "bridge"
 SYSTEM_USER = "embedded_postgres"
