@@ -70,12 +70,15 @@ def run_locust(bootstrap: str, seconds: float, inflight: int, record: bool) -> d
     from locust import User, events, task
     from locust.env import Environment
 
-    from locustfiles.support.kafka import bus
-    from locustfiles.support.recorder import Recorder
+    from adapters.bridge.adapter import BridgeAdapter
+    from harness.kafka import Bus
+    from harness.recorder import Recorder
+
+    shared: list[Bus] = []  # one producer and observer for the process, as the harness has
 
     class PublishUser(User):
         def on_start(self) -> None:
-            self.bus = bus(bootstrap)
+            self.bus = shared[0]
 
         @task
         def publish(self) -> None:
@@ -102,7 +105,7 @@ def run_locust(bootstrap: str, seconds: float, inflight: int, record: bool) -> d
                        key=context.get("key"))
         env.events.request.add_listener(on_request)
     runner = env.create_local_runner()
-    bus(bootstrap)  # producer and observer up before the clock starts
+    shared.append(Bus(bootstrap, BridgeAdapter()))  # producer and observer up before the clock starts
     runner.start(inflight, spawn_rate=inflight)
     gevent.sleep(1.0)  # warm-up: every user started, producer connected
     n0, t0 = env.stats.total.num_requests, time.perf_counter()
@@ -190,7 +193,7 @@ def main() -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = ap.parse_args()
 
-    from locustfiles.support.stackenv import stack_env
+    from harness.stackenv import stack_env
     from stack.state import StateFile
 
     started = None

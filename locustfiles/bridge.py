@@ -3,10 +3,11 @@
     locust -f locustfiles/bridge.py                       # web UI
     locust -f locustfiles/bridge.py --headless -u 200 -r 200 -t 60s
 """
-from locustfiles.support.run import install
-from locustfiles.support.users import NodeUser, StampingUser, WorkflowUser
+from adapters.bridge.adapter import BridgeAdapter
+from adapters.bridge.users import NodeUser, StampingUser, WorkflowUser
+from harness.lifecycle import install
 
-install("flagship")
+install(BridgeAdapter())
 
 NodeUser.weight = 3
 StampingUser.weight = 1

@@ -2,9 +2,10 @@
 
     locust -f locustfiles/events.py --headless -u 1 -r 1 -t 30s --batch-size 1500 --resend-share 0.05 --malformed 5
 """
-from locustfiles.support.run import install
-from locustfiles.support.users import EventBatchUser
+from adapters.bridge.adapter import BridgeAdapter
+from adapters.bridge.users import EventBatchUser
+from harness.lifecycle import install
 
-install("database-adapter")
+install(BridgeAdapter())
 
 __all__ = ["EventBatchUser"]

@@ -2,9 +2,10 @@
 
     locust -f locustfiles/introspection.py --headless -u 100 -r 100 -t 15s
 """
-from locustfiles.support.run import install
-from locustfiles.support.users import NodeUser
+from adapters.bridge.adapter import BridgeAdapter
+from adapters.bridge.users import NodeUser
+from harness.lifecycle import install
 
-install("introspection-burst")
+install(BridgeAdapter())
 
 __all__ = ["NodeUser"]

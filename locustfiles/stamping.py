@@ -2,9 +2,10 @@
 
     locust -f locustfiles/stamping.py --headless -u 10 -r 10 -t 15s
 """
-from locustfiles.support.run import install
-from locustfiles.support.users import StampingUser
+from adapters.bridge.adapter import BridgeAdapter
+from adapters.bridge.users import StampingUser
+from harness.lifecycle import install
 
-install("stamping")
+install(BridgeAdapter())
 
 __all__ = ["StampingUser"]

@@ -2,9 +2,10 @@
 
     locust -f locustfiles/workflows.py --headless -u 10 -r 10 -t 15s
 """
-from locustfiles.support.run import install
-from locustfiles.support.users import WorkflowUser
+from adapters.bridge.adapter import BridgeAdapter
+from adapters.bridge.users import WorkflowUser
+from harness.lifecycle import install
 
-install("workflow")
+install(BridgeAdapter())
 
 __all__ = ["WorkflowUser"]

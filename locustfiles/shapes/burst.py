@@ -1,4 +1,4 @@
-"""Add to a locustfile: `locust -f locustfiles/introspection.py,locustfiles/shapes/burst.py ...` (see support/shapes.py)."""
-from locustfiles.support.shapes import BurstShape
+"""Add to a locustfile: `locust -f locustfiles/introspection.py,locustfiles/shapes/burst.py ...` (see harness/shapes.py)."""
+from harness.shapes import BurstShape
 
 __all__ = ["BurstShape"]

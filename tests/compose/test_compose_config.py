@@ -199,7 +199,10 @@ def test_nodes_and_locust_reach_broker_and_database_through_the_proxies(services
 
 
 def test_locust_gets_every_address_stackenv_reads(services):
-    from locustfiles.support.stackenv import KEYS
+    from adapters.bridge.adapter import BridgeAdapter
+    from harness.stackenv import KEYS as HARNESS_KEYS
+
+    KEYS = (*HARNESS_KEYS, *BridgeAdapter.env_keys)
 
     node_env = _env(services["orchestrator"])
     for name in LOCUST:

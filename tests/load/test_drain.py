@@ -6,7 +6,8 @@ import uuid
 
 import asyncpg
 
-from locustfiles.support import truth
+from adapters.bridge.adapter import BridgeAdapter
+from harness import drain
 
 
 async def test_drain_waits_for_acknowledged_items_and_names_what_is_missing(stack, caplog):
@@ -20,17 +21,18 @@ async def test_drain_waits_for_acknowledged_items_and_names_what_is_missing(stac
     finally:
         await conn.close()
 
-    with caplog.at_level(logging.WARNING, logger="locustfiles.support.truth"):
-        rows = await truth.drain_and_read(url, namespace, drain_s=5, settle_s=0.2,
+    adapter, env = BridgeAdapter(), {"DATABASE_URL": url}
+    with caplog.at_level(logging.WARNING, logger="harness.drain"):
+        rows = await drain.drain_and_read(adapter, env, namespace, drain_s=5, settle_s=0.2,
                                           expected={("introspection", stored)})
     assert [(r["kind"], r["item_id"]) for r in rows] == [("introspection", stored)]
     assert not [r for r in caplog.records if "drain:" in r.getMessage()]
 
     never = f"node-{uuid.uuid4().hex[:8]}"
-    with caplog.at_level(logging.WARNING, logger="locustfiles.support.truth"):
-        rows = await truth.drain_and_read(url, namespace, drain_s=1, settle_s=0.2,
+    with caplog.at_level(logging.WARNING, logger="harness.drain"):
+        rows = await drain.drain_and_read(adapter, env, namespace, drain_s=1, settle_s=0.2,
                                           expected={("introspection", stored), ("introspection", never)})
-    assert truth.missing_items({("introspection", stored), ("introspection", never)}, rows) == {
+    assert drain.missing_items({("introspection", stored), ("introspection", never)}, rows) == {
         ("introspection", never)}
     warnings = [r.getMessage() for r in caplog.records if "drain:" in r.getMessage()]
     assert warnings and "1 introspection" in warnings[-1], warnings

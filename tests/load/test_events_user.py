@@ -11,8 +11,8 @@ from collections import defaultdict
 
 import asyncpg
 
-from locustfiles.support.adapter_events import MALFORMED, dead_letter_prefix
-from nodes.config import GROUP_DB_ADAPTER
+from adapters.bridge.adapter import GROUP_DB_ADAPTER
+from adapters.bridge.batches import MALFORMED, dead_letter_prefix
 
 
 def _stored(database_url: str, namespace: str) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:

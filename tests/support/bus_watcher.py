@@ -3,7 +3,7 @@
 Anything that drives the bridge from outside and then waits for a result on
 the bus needs the same three things: start reading *before* sending (so the
 result cannot be missed), keep what was seen, and wait for a match with a
-timeout. The Locust observer (locustfiles/support/kafka.py) does the same
+timeout. The Locust observer (harness/kafka.py) does the same
 from gevent and also survives a broker restart; this one is plain asyncio.
 """
 from __future__ import annotations

@@ -1,28 +1,24 @@
-"""One Kafka producer and one result observer per Locust process, living on the bridge's loop.
+"""One Kafka producer and one result observer per Locust process, living on the asyncio bridge's loop.
 
-The observer consumes the result topics from their end (no consumer group:
-every process sees every result) and completes waiting calls by correlation
-id, so a user can say "publish X, then wait for Y". Messages are read with
-orjson, not pydantic: the observer must keep up with the whole bus. A
-``REGISTRY_REQUEST_INTROSPECTION`` is handed to gevent-side listeners (the
-simulated nodes answer it).
+The observer consumes the adapter's result topics from their end (no
+consumer group: every process sees every result) and completes waiting calls
+by correlation id, so a user can say "publish X, then wait for Y". Each
+message is read by the adapter's ``read_result``, which must keep up with
+the whole bus. Other events can be handed to gevent-side listeners (the
+bridge's simulated nodes answer re-introspection requests this way).
 """
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import gevent.lock
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from locustfiles.support.aio import AsyncBridge, Call, bridge
-from nodes.bus import IncarnationReader
-from nodes.config import Topics
+from harness.adapter import IncarnationSource, Result, SystemAdapter
+from harness.aio import AsyncBridge, Call, bridge
 
 
 async def _start_with_retry(client: Any, what: str, attempts: int = 20) -> None:
@@ -74,21 +70,25 @@ class Producer:
 class Observer:
     """Consumes result topics; completes ``expect()`` calls by correlation id and event type."""
 
-    def __init__(self, b: AsyncBridge, bootstrap: str, topics: Iterable[str]) -> None:
+    def __init__(self, b: AsyncBridge, bootstrap: str, topics: Iterable[str],
+                 read_result: Callable[[bytes | None], Result | None],
+                 incarnation: Callable[[], IncarnationSource | None] = lambda: None) -> None:
         self.bridge = b
         self.bootstrap = bootstrap
         self.topics = list(topics)
+        self.read_result = read_result
+        self.incarnation = incarnation
         self.waiting: dict[str, tuple[Call, frozenset[str], frozenset[str]]] = {}
-        self.listeners: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
+        self.listeners: dict[str, list[Callable[[Any], None]]] = {}
         self.seen = 0
         self._task: asyncio.Task | None = None
         self._ready: asyncio.Future | None = None
-        self._incarnation_reader: IncarnationReader | None = None
+        self._incarnation_reader: IncarnationSource | None = None
         self._incarnation: str | None = None
         self._checked_at = 0.0
 
     def expect(self, correlation_id: str, types: Iterable[str], fail_types: Iterable[str] = ()) -> Call:
-        """Register before sending; ``.wait(timeout)`` returns the matching envelope (a dict).
+        """Register before sending; ``.wait(timeout)`` returns the matching result's body.
 
         The returned call's ``done_at`` is the loop-thread time the event was read.
         An event of ``fail_types`` completes it with an error.
@@ -100,8 +100,8 @@ class Observer:
     def forget(self, correlation_id: str) -> None:
         self.waiting.pop(correlation_id, None)
 
-    def on(self, event_type: str, fn: Callable[[dict[str, Any]], None]) -> None:
-        """Call ``fn(envelope)`` in gevent for every event of this type (e.g. re-introspection requests)."""
+    def on(self, event_type: str, fn: Callable[[Any], None]) -> None:
+        """Call ``fn(body)`` in gevent for every event of this type (e.g. re-introspection requests)."""
         self.listeners.setdefault(event_type, []).append(fn)
 
     async def start(self) -> None:
@@ -120,7 +120,7 @@ class Observer:
         if not tps:
             await c.stop()
             raise RuntimeError(f"none of the result topics {self.topics} exists on {self.bootstrap}: "
-                               "are the bridge's nodes running against this broker?")
+                               "is the system under test running against this broker?")
         c.assign(tps)
         if from_beginning:
             await c.seek_to_beginning(*tps)
@@ -134,7 +134,8 @@ class Observer:
         """True when the broker is a new incarnation (a memory broker restarted: new, empty log).
 
         Its old positions mean nothing there, and aiokafka may never recover from them by
-        itself; the caller reopens at the beginning of the new log (see nodes.bus).
+        itself; the caller reopens at the beginning of the new log. Only when the adapter
+        gives an incarnation reader (a durable broker never comes back empty).
         """
         now = time.monotonic()
         if now - self._checked_at < 0.5:
@@ -142,8 +143,11 @@ class Observer:
         self._checked_at = now
         try:
             if self._incarnation_reader is None:
-                self._incarnation_reader = IncarnationReader(self.bootstrap, "bridgestorm-observer")
-                await self._incarnation_reader.start(wait_s=5)
+                reader = self.incarnation()
+                if reader is None:
+                    return False
+                await reader.start(wait_s=5)
+                self._incarnation_reader = reader
             incarnation = await asyncio.wait_for(self._incarnation_reader.read(), 3)
         except Exception:  # noqa: BLE001 - broker away: ask again later
             return False
@@ -189,22 +193,23 @@ class Observer:
     def _handle(self, raw: bytes | None, now: float) -> None:
         self.seen += 1
         try:
-            env = orjson.loads(raw) if raw else None
-            corr = env["correlation_id"]
-            etype = env["event_type"]
-        except Exception:  # noqa: BLE001 - not ours to judge; the nodes dead-letter it
+            result = self.read_result(raw)
+        except Exception:  # noqa: BLE001 - not ours to judge; the system dead-letters it
             return
-        entry = self.waiting.get(corr)
+        if result is None:
+            return
+        entry = self.waiting.get(result.correlation_id)
         if entry is not None:
             call, types, fail_types = entry
-            if etype in types:
-                self.waiting.pop(corr, None)
-                self.bridge.call_in_gevent(call._finish, env, None, now)
-            elif etype in fail_types:
-                self.waiting.pop(corr, None)
-                self.bridge.call_in_gevent(call._finish, None, EventFailed(f"{etype}: {env.get('payload')}"), now)
-        for fn in self.listeners.get(etype, ()):
-            self.bridge.call_in_gevent(fn, env)
+            if result.event_type in types:
+                self.waiting.pop(result.correlation_id, None)
+                self.bridge.call_in_gevent(call._finish, result.body, None, now)
+            elif result.event_type in fail_types:
+                self.waiting.pop(result.correlation_id, None)
+                failed = EventFailed(f"{result.event_type}: {_short(result.body)}")
+                self.bridge.call_in_gevent(call._finish, None, failed, now)
+        for fn in self.listeners.get(result.event_type, ()):
+            self.bridge.call_in_gevent(fn, result.body)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -222,46 +227,26 @@ class Observer:
             self._incarnation_reader = None
 
 
+def _short(body: Any) -> str:
+    payload = body.get("payload", body) if isinstance(body, dict) else body
+    return str(payload)[:300]
+
+
 class EventFailed(Exception):
     """The awaited flow ended in a failure event (e.g. WORKFLOW_FAILED)."""
 
 
 class Bus:
-    """The process's producer and observer on the process's bridge."""
+    """The process's producer and observer (on the adapter's result topics), on the process's bridge."""
 
-    def __init__(self, bootstrap: str, topics: Topics | None = None) -> None:
-        self.topics = topics or Topics()
+    def __init__(self, bootstrap: str, adapter: SystemAdapter) -> None:
         self.bridge = bridge()
         self.bootstrap = bootstrap
         self.producer = Producer(bootstrap)
-        self.observer = Observer(self.bridge, bootstrap, [
-            self.topics.registered, self.topics.workflow, self.topics.stamped, self.topics.registry_request])
+        self.observer = Observer(self.bridge, bootstrap, adapter.result_topics, adapter.read_result,
+                                 lambda: adapter.broker_incarnation(bootstrap))
         self.bridge.run(self.observer.start(), timeout=60)
 
     def close(self) -> None:
         self.bridge.run(self.observer.stop(), timeout=10)
         self.bridge.run(self.producer.stop(), timeout=10)
-
-
-_buses: dict[tuple[int, str], Bus] = {}
-_create = gevent.lock.Semaphore()
-
-
-def bus(bootstrap: str) -> Bus:
-    """This process's bus for ``bootstrap``; created (observer started) on first use."""
-    key = (os.getpid(), bootstrap)
-    b = _buses.get(key)
-    if b is None:
-        with _create:  # many users start at once; one bus per process
-            b = _buses.get(key)
-            if b is None:
-                b = _buses[key] = Bus(bootstrap)
-    return b
-
-
-def close_all() -> None:
-    for key in [k for k in _buses if k[0] == os.getpid()]:
-        try:
-            _buses.pop(key).close()
-        except Exception:  # noqa: BLE001 - closing at exit must not hide the run's outcome
-            pass

@@ -13,17 +13,24 @@ import socket
 import time
 import uuid
 import weakref
+from typing import Any
 
 import gevent.event
-from locust import task
+from locust import events, task
 
-from locustfiles.support.base import KafkaUser
-from locustfiles.support.context import option
-from nodes.envelope import EventType
+from adapters.bridge.adapter import TOPICS, EventType
+from harness.context import option
+from harness.users import KafkaUser
 
 _ids = itertools.count()
 _nodes: "weakref.WeakSet[NodeUser]" = weakref.WeakSet()
 _listening: set[int] = set()
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser: Any) -> None:
+    parser.add_argument("--heartbeat", type=float, default=1.0,
+                        help="NodeUser: heartbeat interval (s); with --stack embedded, the nodes' own too")
 
 
 def _reintrospect_all(envelope: dict) -> None:
@@ -43,7 +50,7 @@ class NodeUser(KafkaUser):
     def on_start(self) -> None:
         super().on_start()
         # unique across every process and machine of the run: namespace, host, pid, counter
-        self.node_id = f"{self.ctx.namespace}-{socket.gethostname()}-{os.getpid()}-{next(_ids)}"
+        self.node_id = f"{self.run.namespace}-{socket.gethostname()}-{os.getpid()}-{next(_ids)}"
         self.started = time.monotonic()
         self.reintrospect = gevent.event.Event()
         if float(option(self.environment, "e2e_timeout", 0) or 0) > 0:
@@ -68,10 +75,11 @@ class NodeUser(KafkaUser):
             "endpoints": {"health": f"http://127.0.0.1/{self.node_id}/health"},
         }
         for _ in range(self.register_attempts):
+            message = self.event(EventType.NODE_INTROSPECTION, payload, topic=TOPICS.introspection, key=self.node_id,
+                                 source=self.node_id, correlation_id=corr, event_id=event_id)
             result = self.publish_and_wait(
-                self.bus.topics.introspection, EventType.NODE_INTROSPECTION, payload, key=self.node_id,
-                source=self.node_id, expect=[EventType.NODE_REGISTERED.value], e2e_name="introspection→registered",
-                correlation_id=corr, event_id=event_id, ledger=("introspection", self.node_id),
+                message, name=EventType.NODE_INTROSPECTION.value, expect=[EventType.NODE_REGISTERED.value],
+                e2e_name="introspection→registered", ledger=("introspection", self.node_id),
                 timeout=self.register_timeout_s,
             )
             if result is not None:
@@ -84,11 +92,11 @@ class NodeUser(KafkaUser):
         if self.reintrospect.is_set():
             self.reintrospect.clear()
             self.registered = self.register()
-        self.publish(
-            self.bus.topics.heartbeat, EventType.NODE_HEARTBEAT,
-            {"node_id": self.node_id, "uptime_s": round(time.monotonic() - self.started, 3), "active_operations": 0},
-            key=self.node_id, source=self.node_id, ts_intended=ts_intended,
-        )
+        payload = {"node_id": self.node_id, "uptime_s": round(time.monotonic() - self.started, 3),
+                   "active_operations": 0}
+        message = self.event(EventType.NODE_HEARTBEAT, payload, topic=TOPICS.heartbeat, key=self.node_id,
+                             source=self.node_id)
+        self.publish(message, name=EventType.NODE_HEARTBEAT.value, ts_intended=ts_intended)
         if ts_intended is None:
             # wake early when the registry asks for a re-introspection
             self.reintrospect.wait(self.heartbeat_interval_s)

@@ -11,15 +11,22 @@ import random
 import time
 import uuid
 
+from typing import Any
+
 from blake3 import blake3
-from locust import FastHttpUser, task
+from locust import FastHttpUser, events, task
 
-from locustfiles.support.base import BridgeMixin, wait_e2e
-from locustfiles.support.context import option
-from nodes.envelope import EventType
+from adapters.bridge.adapter import EventType
+from harness.context import option
+from harness.users import RunMixin
 
 
-class StampingUser(BridgeMixin, FastHttpUser):
+@events.init_command_line_parser.add_listener
+def _options(parser: Any) -> None:
+    parser.add_argument("--stamp-sizes", default="256,4096,65536", help="StampingUser: content sizes in bytes")
+
+
+class StampingUser(RunMixin, FastHttpUser):
     """Stamp (POST /stamp), query by hash (GET /stamp/{hash}), follow the stamp on the bus."""
 
     abstract = False
@@ -29,12 +36,12 @@ class StampingUser(BridgeMixin, FastHttpUser):
     host = "http://127.0.0.1"  # replaced by the stack's STAMPING_URL at start
 
     def on_start(self) -> None:
-        self.bridge_start()
+        self.run_start()
         self.base = self.service_url("STAMPING_URL")
         sizes = option(self.environment, "stamp_sizes")
         if sizes:
             self.sizes = [int(s) for s in str(sizes).split(",") if s.strip()]
-        self.bus = self.open_bus() if self.follow_bus else None
+        self.bus = self.run.bus() if self.follow_bus else None
         self.hashes: list[str] = []
 
     @task(3)
@@ -50,7 +57,8 @@ class StampingUser(BridgeMixin, FastHttpUser):
         acked = False
         try:  # the ledger row is written even when the run stops mid-request (stored later = recovered)
             with self.client.post(f"{self.base}/stamp", name="POST /stamp", catch_response=True,
-                                  json={"content": content, "content_type": "text/plain", "namespace": self.ctx.namespace},
+                                  json={"content": content, "content_type": "text/plain",
+                                        "namespace": self.run.namespace},
                                   headers={"X-Correlation-ID": corr},
                                   context={"ts_start": ts, "key": corr, "ts_intended": ts_intended}) as resp:
                 if resp.status_code not in (200, 201):
@@ -71,8 +79,8 @@ class StampingUser(BridgeMixin, FastHttpUser):
             self.hashes.append(digest)
             del self.hashes[:-100]
         if waiting is not None:
-            wait_e2e(self, self.bus, waiting, corr, "stamp→stamped", ts, t0, ts_intended, self.e2e_timeout_s,
-                     error=None if acked else "stamp not acknowledged")
+            self.wait_e2e(self.bus, waiting, corr, "stamp→stamped", ts, t0, ts_intended, self.e2e_timeout_s,
+                          error=None if acked else "stamp not acknowledged")
 
     @task(1)
     def query(self) -> None:
@@ -80,7 +88,7 @@ class StampingUser(BridgeMixin, FastHttpUser):
             return
         ts_intended = self.intended()
         digest = random.choice(self.hashes)
-        with self.client.get(f"{self.base}/stamp/{digest}", params={"namespace": self.ctx.namespace},
+        with self.client.get(f"{self.base}/stamp/{digest}", params={"namespace": self.run.namespace},
                              name="GET /stamp/{hash}", catch_response=True,
                              context={"ts_start": time.time(), "key": digest, "ts_intended": ts_intended}) as resp:
             if resp.status_code != 200:

@@ -10,14 +10,22 @@ import random
 import time
 import uuid
 
-from locust import FastHttpUser, task
+from typing import Any
 
-from locustfiles.support.base import BridgeMixin, wait_e2e
-from locustfiles.support.context import option
-from nodes.envelope import EventType
+from locust import FastHttpUser, events, task
+
+from adapters.bridge.adapter import EventType
+from harness.context import option
+from harness.users import RunMixin
 
 
-class WorkflowUser(BridgeMixin, FastHttpUser):
+@events.init_command_line_parser.add_listener
+def _options(parser: Any) -> None:
+    parser.add_argument("--intelligence", type=float, default=0.5,
+                        help="WorkflowUser: share of workflows that call the intelligence service")
+
+
+class WorkflowUser(RunMixin, FastHttpUser):
     """Submit (POST /workflows), wait for completion on the bus, confirm with GET /workflows/{id}."""
 
     abstract = False
@@ -27,12 +35,12 @@ class WorkflowUser(BridgeMixin, FastHttpUser):
     host = "http://127.0.0.1"  # replaced by the stack's ORCHESTRATOR_URL at start
 
     def on_start(self) -> None:
-        self.bridge_start()
+        self.run_start()
         self.base = self.service_url("ORCHESTRATOR_URL")
         ratio = option(self.environment, "intelligence")
         if ratio is not None:
             self.intelligence_ratio = float(ratio)
-        self.bus = self.open_bus()
+        self.bus = self.run.bus()
 
     @task
     def workflow(self) -> None:
@@ -44,7 +52,7 @@ class WorkflowUser(BridgeMixin, FastHttpUser):
         ts = time.time()
         t0 = time.perf_counter()
         acked = False
-        body = {"content": f"load {workflow_id}", "namespace": self.ctx.namespace,
+        body = {"content": f"load {workflow_id}", "namespace": self.run.namespace,
                 "use_intelligence": use_intelligence, "workflow_id": workflow_id, "correlation_id": corr}
         try:  # the ledger row is written even when the run stops mid-request (stored later = recovered)
             with self.client.post(f"{self.base}/workflows", json=body, name="POST /workflows", catch_response=True,
@@ -57,8 +65,8 @@ class WorkflowUser(BridgeMixin, FastHttpUser):
         finally:
             self.ledger("workflow", workflow_id, ts, acked)
         name = "workflow→completed"
-        result = wait_e2e(self, self.bus, waiting, corr, name, ts, t0, ts_intended, self.e2e_timeout_s,
-                          error=None if acked else "workflow not accepted")
+        result = self.wait_e2e(self.bus, waiting, corr, name, ts, t0, ts_intended, self.e2e_timeout_s,
+                               error=None if acked else "workflow not accepted")
         if result is not None and self.check_with_get:
             with self.client.get(f"{self.base}/workflows/{workflow_id}", name="GET /workflows/{id}",
                                  catch_response=True, context={"ts_start": time.time(), "key": corr}) as resp:

@@ -1,4 +1,4 @@
-"""What the database-adapter load sends and expects, without importing Locust (tests read it too).
+"""What EventBatchUser (the database-adapter load) sends and expects, without importing Locust (tests read it too).
 
 Importing Locust monkey-patches the process with gevent, which a pytest
 process must not do after ssl was imported; so the constants that both the
@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import orjson
 
-from nodes.envelope import EventType
+from adapters.bridge.adapter import EventType
 
 # metadata-stamped.v1 is consumed by the database adapter alone among the nodes (the benchmark's choice too),
 # so the batches load the adapter and nothing else; METADATA_STAMPED is that topic's event type
@@ -18,11 +18,11 @@ EVENT_TYPE = EventType.METADATA_STAMPED
 
 
 def dead_letter_prefix(namespace: str) -> str:
-    """Keys of the malformed messages start with this; truth.py finds this run's dead letters by it."""
+    """Keys of the malformed messages start with this; the adapter's truth finds this run's dead letters by it."""
     return f"{namespace}/dlq/"
 
 
-# (sort, value for a namespace, what the adapter's reason must say: nodes/envelope.py parse_envelope)
+# (sort, value for a namespace, what the database adapter's reason must say: nodes/envelope.py parse_envelope)
 MALFORMED: list[tuple[str, Callable[[str], bytes | None], str]] = [
     ("not-json", lambda ns: b"{this is not json", "not JSON"),
     ("not-an-object", lambda ns: b"[1, 2, 3]", "not a JSON object"),

@@ -2,7 +2,7 @@
 
 Locust's own statistics round response times and cannot be merged exactly
 across processes; these rows are exact. Every process (local, master,
-worker, ``--processes`` child) writes its own files through
+worker, ``--processes`` child) has one, on its run object, and writes its own files through
 ``rundir.write`` (file names carry host and pid), in batches, so memory
 stays bounded whatever the rate. A batch is written by a native thread, so
 the gevent hub never stalls on Parquet encoding.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -138,20 +137,3 @@ class Recorder:
             raise RuntimeError(f"{len(self._queue)} batch(es) not written after {timeout} s")
         if self.errors:
             raise RuntimeError("writing the run directory failed: " + "; ".join(self.errors))
-
-
-_recorders: dict[tuple[int, str], Recorder] = {}
-_lock = threading.Lock()
-
-
-def recorder(run_dir: str | os.PathLike[str]) -> Recorder:
-    """This process's recorder for ``run_dir`` (a forked child gets its own)."""
-    key = (os.getpid(), str(run_dir))
-    rec = _recorders.get(key)
-    if rec is None:
-        rec = _recorders[key] = Recorder(run_dir)
-    return rec
-
-
-def current() -> list[Recorder]:
-    return [r for (pid, _), r in _recorders.items() if pid == os.getpid()]

@@ -19,10 +19,11 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
+from harness.context import RunContext
 from rundir.journal import FaultJournal
 
 log = logging.getLogger("bridgestorm.webui")
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "chaos" / "experiments"
 
 TABS = [{"title": "Chaos", "key": "bridgestorm-chaos"}, {"title": "Thresholds", "key": "bridgestorm-thresholds"}]
@@ -89,25 +90,23 @@ def catalogue(experiment_ref: str | None) -> list[dict[str, Any]]:
 class ChaosControl:
     """Injects single faults on request and heals them all; each injection is a one-fault experiment."""
 
-    def __init__(self, state: Any) -> None:
-        self.state = state
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
         self.handles: list[Any] = []
         self.requested: list[dict[str, Any]] = []
 
     @property
     def active_path(self) -> str:
-        return str(Path(self.state.run_dir) / "chaos-active.json")
+        return str(Path(self.ctx.run_dir) / "chaos-active.json")
 
     def inject(self, fault: dict[str, Any]) -> str:
         from chaos.experiment import Experiment, TimelineEntry
         from chaos.runner import start_experiment
-        from locustfiles.support.stackenv import stack_env
 
         entry = TimelineEntry(**{**fault, "at": 0, "duration": fault.get("duration") or 30})
         exp = Experiment(title=f"web UI: {entry.label()}", timeline=[entry])
-        env = stack_env(self.state.stack_state)
-        handle = start_experiment(exp, self.state.run_dir, state_path=self.state.stack_state,
-                                  toxiproxy_url=env.get("TOXIPROXY_URL"), active_path=self.active_path,
+        handle = start_experiment(exp, self.ctx.run_dir, state_path=self.ctx.stack_state,
+                                  toxiproxy_url=self.ctx.env.get("TOXIPROXY_URL"), active_path=self.active_path,
                                   log=lambda m: log.info("chaos: %s", m))
         self.handles.append(handle)
         self.requested.append({"name": entry.label(), "action": entry.fault, "target": entry.target,
@@ -118,8 +117,8 @@ class ChaosControl:
         handles, self.handles = self.handles, []
         for h in handles:
             h.stop()
-        if self.state.chaos is not None:
-            self.state.chaos.stop()
+        if self.ctx.chaos is not None:
+            self.ctx.chaos.stop()
         return f"healed ({len(handles)} injected from the UI)"
 
     def rows(self) -> list[dict[str, Any]]:
@@ -136,7 +135,7 @@ class ChaosControl:
             rows.append({"name": rec.get("name"), "action": rec.get("action"), "target": rec.get("target"),
                          "status": "active", "started": _fmt_t(rec.get("started_at")), "healed": "",
                          "detail": json.dumps(rec.get("parameters", {}))})
-        for j in FaultJournal(self.state.run_dir).read():
+        for j in FaultJournal(self.ctx.run_dir).read():
             rows.append({"name": j.get("name"), "action": j.get("action"), "target": j.get("target"),
                          "status": j.get("outcome") or "", "started": _fmt_t(j.get("started_at")),
                          "healed": _fmt_t(j.get("healed_at")), "detail": j.get("error") or ""})
@@ -152,22 +151,21 @@ def _fmt_t(t: Any) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int((t % 1) * 1000):03d}" if t else ""
 
 
-def threshold_rows(environment: Any, state: Any, cache: dict[str, Any]) -> list[dict[str, Any]]:
+def threshold_rows(ctx: RunContext, cache: dict[str, Any]) -> list[dict[str, Any]]:
     """Each threshold with its live value and verdict, from the raw samples on disk (recomputed every 5 s)."""
     if time.monotonic() - cache.get("at", 0) < 5 and "rows" in cache:
         return cache["rows"]
     rows: list[dict[str, Any]]
     try:
         from analysis.analyse import analyse
-        from locustfiles.support import context
 
-        for ctx in context.current():
+        if ctx.joined:
             ctx.recorder.flush()
-        if not (Path(state.run_dir) / "samples").is_dir():
+        if not (Path(ctx.run_dir) / "samples").is_dir():
             rows = [{"threshold": "(no samples yet)", "measured": "", "verdict": "", "detail": ""}]
         else:
-            opts = environment.parsed_options
-            a = analyse(state.run_dir, getattr(opts, "thresholds", None) or None)
+            opts = ctx.environment.parsed_options
+            a = analyse(ctx.run_dir, getattr(opts, "thresholds", None) or None)
             rows = [{"threshold": r["text"], "measured": r["measured_display"], "verdict": r["status"],
                      "detail": r["detail"]} for r in a.summary()["thresholds"]]
     except Exception as exc:  # noqa: BLE001 - the tab shows why, the run goes on
@@ -176,16 +174,16 @@ def threshold_rows(environment: Any, state: Any, cache: dict[str, Any]) -> list[
     return rows
 
 
-def install(environment: Any, state: Any) -> None:
+def install(environment: Any, ctx: RunContext) -> None:
     web_ui = environment.web_ui
-    control = ChaosControl(state)
+    control = ChaosControl(ctx)
     cache: dict[str, Any] = {}
     web_ui.template_args["extended_tabs"] = TABS
     web_ui.template_args["extended_tables"] = TABLES
     app = web_ui.app
 
     def faults() -> list[dict[str, Any]]:
-        return catalogue(_experiment_file(environment))
+        return catalogue(ctx.experiment_file)
 
     @app.after_request
     def extend(response: Response) -> Response:
@@ -194,7 +192,7 @@ def install(environment: Any, state: Any) -> None:
             data = response.get_json()
             data["extended_stats"] = [
                 {"key": "bridgestorm-chaos", "data": control.rows()},
-                {"key": "bridgestorm-thresholds", "data": threshold_rows(environment, state, cache)},
+                {"key": "bridgestorm-thresholds", "data": threshold_rows(ctx, cache)},
             ]
             response.set_data(json.dumps(data))
         elif path in ("", getattr(web_ui, "web_base_path", "").rstrip("/")) and response.mimetype == "text/html":
@@ -225,11 +223,3 @@ def install(environment: Any, state: Any) -> None:
 
     environment.events.quitting.add_listener(lambda **_: control.heal_all())
 
-
-def _experiment_file(environment: Any) -> str | None:
-    ref = getattr(environment.parsed_options, "chaos", "") if environment.parsed_options else ""
-    if not ref:
-        return None
-    from locustfiles.support.run import _experiment_path
-
-    return _experiment_path(ref)

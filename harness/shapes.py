@@ -15,7 +15,7 @@ from typing import Any
 from locust import LoadTestShape
 
 from rundir.journal import BURST, FaultJournal, FaultRecord
-from locustfiles.support.run import STATE
+from harness.context import ATTRIBUTE
 
 
 def _opt(shape: LoadTestShape, name: str, default: Any) -> Any:
@@ -42,10 +42,11 @@ class _BurstJournal:
             self.started_at = time.time()
 
     def check(self, shape: LoadTestShape, size: int) -> None:
-        if self.started_at is None or self.written or shape.runner is None or not STATE.run_dir:
+        ctx = getattr(shape.runner.environment, ATTRIBUTE, None) if shape.runner is not None else None
+        if self.started_at is None or self.written or ctx is None or not ctx.run_dir:
             return
         if shape.runner.user_count >= size:
-            FaultJournal(STATE.run_dir).write(FaultRecord(
+            FaultJournal(ctx.run_dir).write(FaultRecord(
                 fault_id=f"burst-{secrets.token_hex(3)}", name="burst", action=BURST, target="load",
                 target_kind="load", parameters={"users": size}, started_at=self.started_at,
                 healed_at=time.time(), outcome="healed", observed={}))

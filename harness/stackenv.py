@@ -1,26 +1,27 @@
 """Where the stack is: environment variables first, else the stack's state file.
 
-Users read this at start, in every process, so a worker finds the same
+Every process reads this when it joins the run, so a worker finds the same
 stack as its master (an embedded stack's state file is passed to workers
-through Locust's custom options).
+through Locust's custom options). Which variables count: the harness's own
+(broker, database, Toxiproxy) and the adapter's ``env_keys``.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
-KEYS = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "ORCHESTRATOR_URL", "STAMPING_URL", "REGISTRY_URL",
-        "DATABASE_ADAPTER_URL", "INTELLIGENCE_URL", "REDUCER_URL", "TOXIPROXY_URL")
+from stack.state import StateFile
+
+KEYS = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "TOXIPROXY_URL")
 
 
-def stack_env(state_path: str | None = None) -> dict[str, str]:
+def stack_env(state_path: str | None = None, keys: Iterable[str] = ()) -> dict[str, str]:
     """The stack's addresses: the state file's env, overridden by the same names set in the environment."""
     env: dict[str, str] = {}
-    from stack.state import StateFile
-
     sf = StateFile(state_path)
     if sf.exists():
         env.update(sf.read().env)
-    for k in KEYS:
+    for k in (*KEYS, *keys):
         if os.environ.get(k):
             env[k] = os.environ[k]
     return env

@@ -24,7 +24,7 @@ re-sent event is stored from its first copy's offset). The adapter's lag
 (insert time minus envelope time, its own definition) goes to ``lag/``.
 
 Ledger kinds: ``adapter-event`` (one row per valid event, and one per re-send)
-and ``dead-letter`` (one per malformed message); ``truth.py`` reads both.
+and ``dead-letter`` (one per malformed message); the bridge adapter's truth reads both.
 """
 from __future__ import annotations
 
@@ -44,16 +44,13 @@ import asyncpg
 import gevent
 from locust import events, task
 
+from adapters.bridge.adapter import GROUP_DB_ADAPTER, LOAD_MARK, TOPICS
+from adapters.bridge.batches import EVENT_TYPE, MALFORMED, dead_letter_prefix
+from harness.context import option
+from harness.kafka import Producer
+from harness.users import KafkaUser
 from rundir.write import write_lag
-from locustfiles.support.base import KafkaUser
-from locustfiles.support.context import option
-from locustfiles.support.kafka import Producer
-from locustfiles.support.stackenv import require
-from nodes.config import GROUP_DB_ADAPTER
-from locustfiles.support.adapter_events import EVENT_TYPE, MALFORMED, dead_letter_prefix
-from nodes.envelope import new_envelope
 
-LOAD_MARK = "adapter-event"  # envelope metadata["load"]: how truth.py tells these events from the stamping node's
 KEYS_PER_USER = 16
 POLL_S = 0.02
 
@@ -81,7 +78,7 @@ def _options(parser: Any) -> None:
 
 
 @dataclass
-class Message:
+class BatchMessage:
     """One message of a batch: what to send, and (filled on the loop thread) what the broker said."""
 
     kind: str                      # ledger kind
@@ -90,7 +87,7 @@ class Message:
     name: str                      # request name
     build: Callable[[], bytes | None] | None = None  # valid events: the envelope is made at enqueue time
     value: bytes | None = None
-    first: "Message | None" = None  # a re-send: the message whose bytes it repeats
+    first: "BatchMessage | None" = None  # a re-send: the message whose bytes it repeats
     seq: int = 0
     reason: str = ""               # malformed: what the dead letter's reason must say
     ts: float = 0.0                # wall clock at enqueue
@@ -105,7 +102,7 @@ class Message:
         return self.t1 > 0 and self.error is None
 
 
-def _acked(m: Message, fut: asyncio.Future) -> None:
+def _acked(m: BatchMessage, fut: asyncio.Future) -> None:
     m.t1 = time.perf_counter()
     if fut.cancelled():
         m.error = "cancelled"
@@ -116,7 +113,7 @@ def _acked(m: Message, fut: asyncio.Future) -> None:
         m.partition, m.offset = meta.partition, meta.offset
 
 
-async def publish_batch(producer: Producer, topic: str, batch: list[Message], ack_timeout_s: float) -> None:
+async def publish_batch(producer: Producer, topic: str, batch: list[BatchMessage], ack_timeout_s: float) -> None:
     """Enqueue every message in order (one coroutine, so per-key order holds), then wait for the acks.
 
     aiokafka keeps at most one request in flight per partition, so the broker
@@ -156,9 +153,9 @@ class Batch:
     """One batch: every message in publish order, and the valid events' first copies and the malformed ones."""
 
     batch_id: str
-    messages: list[Message]
-    firsts: list[Message]
-    dead: list[Message]
+    messages: list[BatchMessage]
+    firsts: list[BatchMessage]
+    dead: list[BatchMessage]
 
 
 @dataclass
@@ -195,9 +192,9 @@ async def await_batch(conn: asyncpg.Connection, event_ids: list[str], dead_keys:
         await asyncio.sleep(POLL_S)
 
 
-def order_violations(firsts: list[Message], rows: dict[str, tuple[int, int, float, float]]) -> list[str]:
+def order_violations(firsts: list[BatchMessage], rows: dict[str, tuple[int, int, float, float]]) -> list[str]:
     """Per key, in sequence order: one partition, offsets rising, insert times not going back."""
-    by_key: dict[str, list[Message]] = defaultdict(list)
+    by_key: dict[str, list[BatchMessage]] = defaultdict(list)
     for m in firsts:
         if m.item_id in rows:
             by_key[m.key].append(m)
@@ -228,13 +225,13 @@ class EventBatchUser(KafkaUser):
         self.resend_share = float(option(self.environment, "resend_share", 0.05))
         self.malformed = int(option(self.environment, "malformed", 5))
         # unique across every process and machine of the run, like NodeUser's node ids
-        self.user_key = f"{self.ctx.namespace}-{socket.gethostname()}-{os.getpid()}-{next(_user_ids)}"
+        self.user_key = f"{self.run.namespace}-{socket.gethostname()}-{os.getpid()}-{next(_user_ids)}"
         self.keys = [f"{self.user_key}-k{i}" for i in range(KEYS_PER_USER)]
         self.next_seq = dict.fromkeys(self.keys, 0)
         self.batches = 0
-        self.topic = self.bus.topics.stamped
+        self.topic = TOPICS.stamped
         self.db: asyncpg.Connection = self.bus.bridge.run(
-            asyncpg.connect(require(self.ctx.env, "DATABASE_URL")), timeout=30)
+            asyncpg.connect(self.run.address("DATABASE_URL")), timeout=30)
 
     def on_stop(self) -> None:
         db, self.db = getattr(self, "db", None), None
@@ -248,35 +245,35 @@ class EventBatchUser(KafkaUser):
         """The next batch: valid events with the next sequence numbers of their keys, malformed ones, re-sends."""
         batch_id = f"{self.user_key}-b{self.batches}"
         self.batches += 1
-        firsts: list[Message] = []
+        firsts: list[BatchMessage] = []
         for i in range(self.batch_size):
             key = self.keys[i % len(self.keys)]
             self.next_seq[key] += 1
             firsts.append(self._event(batch_id, key, self.next_seq[key]))
-        dead: list[Message] = []
+        dead: list[BatchMessage] = []
         for i in range(self.malformed):
             sort, value, reason = MALFORMED[i % len(MALFORMED)]
-            key = f"{dead_letter_prefix(self.ctx.namespace)}{uuid.uuid4()}"
-            dead.append(Message(KIND_DEAD_LETTER, key, key, NAME_MALFORMED, build=lambda v=value: v(self.ctx.namespace),
-                                reason=reason))
-        resends = [Message(KIND_EVENT, m.item_id, m.key, NAME_RESEND, first=m, seq=m.seq)
+            key = f"{dead_letter_prefix(self.run.namespace)}{uuid.uuid4()}"
+            dead.append(BatchMessage(KIND_DEAD_LETTER, key, key, NAME_MALFORMED,
+                                     build=lambda v=value: v(self.run.namespace), reason=reason))
+        resends = [BatchMessage(KIND_EVENT, m.item_id, m.key, NAME_RESEND, first=m, seq=m.seq)
                    for m in random.sample(firsts, round(self.resend_share * len(firsts)))]
         # malformed ones spread through the valid ones; re-sends after them all (a late re-delivery)
-        ordered: list[Message] = list(firsts)
+        ordered: list[BatchMessage] = list(firsts)
         for j, m in enumerate(dead):
             ordered.insert((j + 1) * len(ordered) // (len(dead) + 1), m)
         return Batch(batch_id, ordered + resends, firsts, dead)
 
-    def _event(self, batch_id: str, key: str, seq: int) -> Message:
+    def _event(self, batch_id: str, key: str, seq: int) -> BatchMessage:
         event_id = uuid.uuid4()
-        ns, source = self.ctx.namespace, self.user_key
+        source = self.user_key
 
-        def build() -> bytes:
-            env = new_envelope(EVENT_TYPE, {"key": key, "seq": seq, "batch": batch_id}, source_node_id=source,
-                               namespace=ns, metadata={"load": LOAD_MARK, "batch": batch_id})
-            return env.model_copy(update={"event_id": event_id}).to_bytes()
+        def build() -> bytes | None:
+            return self.event(EVENT_TYPE, {"key": key, "seq": seq, "batch": batch_id}, topic=self.topic, key=key,
+                              source=source, event_id=str(event_id),
+                              metadata={"load": LOAD_MARK, "batch": batch_id}).value
 
-        return Message(KIND_EVENT, str(event_id), key, NAME_EVENT, build=build, seq=seq)
+        return BatchMessage(KIND_EVENT, str(event_id), key, NAME_EVENT, build=build, seq=seq)
 
     @task
     def batch(self) -> None:
@@ -343,4 +340,4 @@ class EventBatchUser(KafkaUser):
             lag = {"ts": [r[2] for r in seen.rows.values()], "consumer": [GROUP_DB_ADAPTER] * len(seen.rows),
                    "lag_ms": [(r[2] - r[3]) * 1000.0 for r in seen.rows.values()]}
             # a native thread writes the file, so the gevent hub (every other user) does not wait for it
-            gevent.get_hub().threadpool.apply(write_lag, (self.ctx.run_dir, lag))
+            gevent.get_hub().threadpool.apply(write_lag, (self.run.run_dir, lag))

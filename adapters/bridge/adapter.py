@@ -1,0 +1,111 @@
+"""The bridge adapter: bridgestorm's own nodes (the reference system under test) seen by the harness.
+
+The only module of the toolkit's load side that imports ``nodes``: it speaks
+their event contract (the ONEX envelope, nodes/envelope.py), names their
+topics and consumer groups, and knows where PostgreSQL keeps what they
+stored. The bridge's users (``adapters/bridge/users/``) take everything they
+need of the nodes from here.
+
+Results: the observer reads the nodes' result topics (registrations,
+workflow events, stamps, re-introspection requests) and matches envelopes by
+their ``correlation_id``; a malformed message is skipped (the nodes
+dead-letter it). Envelopes are read with orjson, not pydantic: the observer
+must keep up with the whole bus.
+
+Truth, per ledger kind, for one namespace (``$1``):
+
+- ``workflow``: ``workflow_executions``, counted once per WORKFLOW_COMPLETED
+  the database adapter logged for it (a workflow completed twice is a
+  duplicate);
+- ``stamp``: ``metadata_stamps`` by hash, without the orchestrator's own
+  stamps of workflow content;
+- ``introspection``: ``node_registrations`` by node id;
+- ``event``: heartbeats in ``event_logs``;
+- ``adapter-event``: EventBatchUser's raw events in ``event_logs`` (told
+  from other events by their metadata mark);
+- ``dead-letter``: EventBatchUser's malformed messages in ``dead_letters``,
+  found by their key ``<namespace>/dlq/<uuid>`` (the table has no namespace).
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from harness.adapter import IncarnationSource, Message, Result, SystemAdapter, TruthQuery
+from nodes.bus import IncarnationReader
+from nodes.config import GROUP_DB_ADAPTER, Topics
+from nodes.envelope import EventType, new_envelope
+
+__all__ = ["BridgeAdapter", "EventType", "GROUP_DB_ADAPTER", "LOAD_MARK", "TOPICS"]
+
+TOPICS = Topics()
+LOAD_MARK = "adapter-event"  # envelope metadata["load"] of EventBatchUser's events: how the truth finds them
+
+TRUTH: dict[str, TruthQuery] = {
+    "workflow": TruthQuery("workflow_executions", """
+        SELECT w.workflow_id::text, w.namespace,
+               GREATEST(1, (SELECT count(*) FROM event_logs e
+                            WHERE e.event_type = 'WORKFLOW_COMPLETED' AND e.namespace = w.namespace
+                              AND e.key = w.workflow_id::text))::bigint
+        FROM workflow_executions w WHERE w.namespace = $1"""),
+    "stamp": TruthQuery("metadata_stamps",
+                        "SELECT file_hash, namespace, count(*)::bigint FROM metadata_stamps WHERE namespace = $1 "
+                        "AND NOT (metadata ? 'workflow_id') GROUP BY file_hash, namespace"),
+    "introspection": TruthQuery("node_registrations",
+                                "SELECT node_id, namespace, 1::bigint FROM node_registrations WHERE namespace = $1"),
+    "event": TruthQuery("event_logs",
+                        "SELECT event_id::text, namespace, 1::bigint FROM event_logs "
+                        "WHERE namespace = $1 AND event_type = 'NODE_HEARTBEAT'"),
+    # event_id is event_logs' primary key, so a count above 1 cannot happen there: a re-sent event is one row
+    "adapter-event": TruthQuery("event_logs",
+                                "SELECT event_id::text, namespace, 1::bigint FROM event_logs "
+                                f"WHERE namespace = $1 AND metadata->>'load' = '{LOAD_MARK}'"),
+    "dead-letter": TruthQuery("dead_letters", f"""
+        SELECT convert_from(key, 'UTF8'), $1::text, count(*)::bigint FROM dead_letters
+        WHERE consumer = '{GROUP_DB_ADAPTER}' AND reason <> ''
+          AND substr(key, 1, octet_length(convert_to($1::text || '/dlq/', 'UTF8')))
+              = convert_to($1::text || '/dlq/', 'UTF8')
+        GROUP BY key"""),
+}
+
+
+class BridgeAdapter(SystemAdapter):
+    """The six bridge nodes: orchestrator, reducer, stamping, registry, database adapter, intelligence."""
+
+    name = "bridge"
+    env_keys = ("ORCHESTRATOR_URL", "STAMPING_URL", "REGISTRY_URL", "DATABASE_ADAPTER_URL", "INTELLIGENCE_URL",
+                "REDUCER_URL")
+    result_topics = (TOPICS.registered, TOPICS.workflow, TOPICS.stamped, TOPICS.registry_request)
+    truth_queries = TRUTH
+
+    def event(self, event_type: str, payload: Mapping[str, Any], *, topic: str, key: str, namespace: str,
+              source: str, correlation_id: str | None = None, event_id: str | None = None,
+              metadata: Mapping[str, Any] | None = None) -> Message:
+        env = new_envelope(EventType(event_type), dict(payload), source_node_id=source, namespace=namespace,
+                           correlation_id=correlation_id, metadata=dict(metadata or {}))
+        if event_id is not None:
+            env = env.model_copy(update={"event_id": uuid.UUID(event_id)})
+        return Message(topic=topic, key=key, value=env.to_bytes(), event_id=str(env.event_id),
+                       correlation_id=str(env.correlation_id))
+
+    def read_result(self, raw: bytes | None) -> Result | None:
+        if not raw:
+            return None
+        env = orjson.loads(raw)
+        if not isinstance(env, dict):
+            return None
+        corr, etype = env.get("correlation_id"), env.get("event_type")
+        if not isinstance(corr, str) or not isinstance(etype, str):
+            return None
+        return Result(correlation_id=corr, event_type=etype, body=env)
+
+    def stack_env(self, options: Any) -> dict[str, str]:
+        """The nodes heartbeat at the simulated nodes' ``--heartbeat`` interval (1 s by default)."""
+        return {"HEARTBEAT_INTERVAL_SECONDS": str(getattr(options, "heartbeat", None) or 1.0)}
+
+    def broker_incarnation(self, bootstrap: str) -> IncarnationSource:
+        """The nodes mark each broker incarnation (nodes/bus.py): a memory broker that restarted is told apart."""
+        return IncarnationReader(bootstrap, "bridgestorm-observer")

@@ -1,0 +1,128 @@
+"""The system adapter: what the harness must know about one system under test, and nothing more.
+
+The harness (the users' base classes, the end-to-end observer, the drain and
+the loss accounting) is generic. An adapter tells it four things about a
+particular system:
+
+1. how to build and key an event: ``event(...)`` gives a ``Message`` (topic,
+   partition key, bytes, and the event and correlation ids the harness
+   tracks);
+2. which result topics the observer reads, and how to read a correlation id
+   and an event type from a result message (``result_topics``,
+   ``read_result``); a user waits for "the result of what I sent" by
+   correlation id;
+3. how to read the truth after the drain: one SQL query per ledger kind on
+   the stack's ``DATABASE_URL`` (``truth_queries``), or a coroutine of your
+   own (override ``read_truth``) for any other store;
+4. which addresses its users need from the stack's environment
+   (``env_keys``, e.g. ``ORDERS_URL``).
+
+Everything the load sends carries the run's namespace (tenant), so the truth
+of this run can be told from any other run's on the same system.
+``adapters/bridge/`` adapts bridgestorm's own nodes; docs/own-system.md walks
+through adapting another system.
+"""
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message to publish. ``event_id`` keys its sample (and, by default, its ledger row)."""
+
+    topic: str
+    key: str
+    value: bytes | None
+    event_id: str
+    correlation_id: str
+
+
+@dataclass(frozen=True)
+class Result:
+    """A result message, as the observer matched it: the waiting user gets ``body``."""
+
+    correlation_id: str
+    event_type: str
+    body: Any
+
+
+@dataclass(frozen=True)
+class TruthQuery:
+    """How one ledger kind is found in the store: ``sql`` returns (item_id, namespace, count) rows for ``$1``.
+
+    ``count`` is how many times the item is stored where once is required
+    (the analysis counts an item stored more than once as duplicated).
+    """
+
+    source: str  # the table (or store) the rows come from, shown in the report
+    sql: str
+
+
+class IncarnationSource(Protocol):
+    """Tells a broker that came back empty (a memory broker restarted) from one that kept its log."""
+
+    async def start(self, wait_s: float = 30.0) -> None: ...
+
+    async def read(self) -> str | None: ...
+
+    async def stop(self) -> None: ...
+
+
+class SystemAdapter:
+    """How the harness talks to one system under test; subclass it and fill in what your system needs."""
+
+    name: str = "system"
+    env_keys: tuple[str, ...] = ()
+    result_topics: tuple[str, ...] = ()
+    truth_queries: Mapping[str, TruthQuery] = {}
+
+    def event(self, event_type: str, payload: Mapping[str, Any], *, topic: str, key: str, namespace: str,
+              source: str, correlation_id: str | None = None, event_id: str | None = None,
+              metadata: Mapping[str, Any] | None = None) -> Message:
+        """One event of ``event_type`` for ``namespace``, keyed by ``key``, ready to publish on ``topic``."""
+        raise NotImplementedError(f"{type(self).__name__} does not build events")
+
+    def read_result(self, raw: bytes | None) -> Result | None:
+        """A message of a result topic, or None when it is not one to match (malformed, or not a result).
+
+        Called for every message of the result topics, so it must be cheap.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not read results")
+
+    def truth_kinds(self) -> set[str]:
+        """The ledger kinds the truth can be read for (other kinds are left out of the drain's wait)."""
+        return set(self.truth_queries)
+
+    async def read_truth(self, env: Mapping[str, str], namespace: str,
+                         kinds: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """Every stored item of ``namespace`` as truth rows (rundir's TRUTH_SCHEMA): by default ``truth_queries``."""
+        if not self.truth_queries:
+            return []
+        url = env.get("DATABASE_URL")
+        if not url:
+            raise RuntimeError(f"{self.name}: DATABASE_URL is unknown, so the truth cannot be read")
+        conn = await asyncpg.connect(url)
+        try:
+            rows: list[dict[str, Any]] = []
+            for kind, query in self.truth_queries.items():
+                if kinds is not None and kind not in kinds:
+                    continue
+                for item_id, ns, count in await conn.fetch(query.sql, namespace):
+                    rows.append({"kind": kind, "item_id": item_id, "namespace": ns, "count": count,
+                                 "source": query.source})
+            return rows
+        finally:
+            await conn.close()
+
+    def stack_env(self, options: Any) -> dict[str, str]:
+        """Extra environment for the services when ``--stack embedded`` starts them (from Locust's options)."""
+        return {}
+
+    def broker_incarnation(self, bootstrap: str) -> IncarnationSource | None:
+        """A reader of the broker's incarnation, when the system marks one (None: the broker keeps its log)."""
+        return None

@@ -1,0 +1,75 @@
+"""The drain step: after the load, wait for the system to store what it acknowledged, then keep the truth.
+
+The truth is read through the run's adapter (``SystemAdapter.read_truth``),
+for this run's namespace only, so earlier runs on the same store are neither
+counted as lost nor as unexpected. The drain waits until every item the
+ledger says was acknowledged is stored and the truth has stopped changing
+(the system finished its backlog), or until the drain period ends.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from harness.adapter import SystemAdapter
+from rundir.read import read_folder
+from rundir.write import write_truth
+
+log = logging.getLogger(__name__)
+
+
+async def drain_and_read(adapter: SystemAdapter, env: Mapping[str, str], namespace: str, drain_s: float,
+                         kinds: Collection[str] | None = None, settle_s: float = 1.5,
+                         expected: set[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Poll until the truth holds every ``expected`` (kind, item_id) and has not changed for ``settle_s``.
+
+    ``expected`` is what the load saw acknowledged (the ledger): a quiet
+    store alone does not end the drain, because a system still recovering
+    from a fault (a consumer waiting for its group) is quiet too. The drain
+    never outlasts ``drain_s``; what is still missing then is logged and the
+    analysis counts it as lost.
+    """
+    deadline = time.monotonic() + drain_s
+    last: list[tuple[str, str, int]] | None = None
+    stable_since = time.monotonic()
+    while True:
+        rows = await adapter.read_truth(env, namespace, kinds)
+        key = sorted((r["kind"], r["item_id"], r["count"]) for r in rows)
+        if last is None or key != last:
+            last, stable_since = key, time.monotonic()
+        missing = missing_items(expected, rows)
+        if not missing and time.monotonic() - stable_since >= settle_s:
+            return rows
+        if time.monotonic() >= deadline:
+            if missing:
+                by_kind = Counter(kind for kind, _ in missing)
+                log.warning("drain: after %.0f s, acknowledged items not stored: %s", drain_s,
+                            ", ".join(f"{n} {kind}" for kind, n in sorted(by_kind.items())))
+            return rows
+        await asyncio.sleep(0.3)
+
+
+def missing_items(expected: set[tuple[str, str]] | None, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """The expected (kind, item_id) pairs the truth rows do not hold."""
+    if not expected:
+        return set()
+    return expected - {(r["kind"], r["item_id"]) for r in rows}
+
+
+def acknowledged(run_dir: str, kinds: Collection[str]) -> set[tuple[str, str]]:
+    """(kind, item_id) of every acknowledged ledger row on disk, of the kinds the truth reads."""
+    table = read_folder(run_dir, "ledger", columns=["kind", "item_id", "acked"])
+    if table is None:
+        return set()
+    wanted = set(kinds)
+    return {(kind, item_id) for kind, item_id, acked in zip(*(table.column(c).to_pylist() for c in
+                                                               ("kind", "item_id", "acked")))
+            if acked and kind in wanted}
+
+
+def write(run_dir: str, rows: list[dict[str, Any]]) -> None:
+    write_truth(run_dir, rows)

@@ -1,0 +1,374 @@
+"""The run's lifecycle as Locust event hooks: options, stack, chaos, samples, drain, truth, report, exit code.
+
+A locustfile calls ``install(adapter)`` once, with the adapter of the system
+under test. The process that owns the run (the master, or the local runner)
+picks the run directory, starts an embedded stack and the chaos experiment,
+and at quit drains the system, reads the truth, builds the report and sets
+the exit code. Every process that runs users records its own samples and
+ledger. Everything a process knows of the run is on its run object,
+``environment.bridgestorm`` (harness/context.py).
+
+The scenario's name (run directory, report title, default threshold set) is
+``--scenario``, which every conf in scenarios/ sets; without it, the name of
+the locustfile.
+"""
+from __future__ import annotations
+
+import csv
+import importlib.metadata as md
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+from locust import events
+from locust import stats as locust_stats
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+from harness import drain
+from harness.adapter import SystemAdapter
+from harness.aio import bridge
+from harness.context import ATTRIBUTE, RunContext, namespace_for, new_run_id, option
+
+log = logging.getLogger("bridgestorm")
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "chaos" / "experiments"
+
+
+def add_options(parser: Any) -> None:
+    g = parser  # Locust only knows include_in_web_ui on the parser itself, not on groups
+    g.add_argument("--scenario", default="", include_in_web_ui=False,
+                   help="the scenario's name: run directory, report title and default threshold set "
+                        "(every conf in scenarios/ sets it; default: the locustfile's name)")
+    g.add_argument("--stack", choices=["auto", "embedded", "external"], default="auto", include_in_web_ui=False,
+                   help="embedded: start the stack before the test and stop it after; external: use "
+                        "KAFKA_BOOTSTRAP_SERVERS etc. or the stack's state file; auto: external when one is found")
+    g.add_argument("--stack-state", default="", help="the stack's state file (default $BRIDGESTORM_STATE or "
+                   ".bridgestorm/stack.json)")
+    g.add_argument("--chaos", default="", include_in_web_ui=True, help="chaos experiment to run during the load "
+                   "(a file, or a name in chaos/experiments/)")
+    g.add_argument("--thresholds", default="", include_in_web_ui=True,
+                   help="threshold file (or shipped set name) checked at the end; default: the scenario's set")
+    g.add_argument("--run-dir", default="", include_in_web_ui=True, help="run directory (default reports/<run-id>)")
+    g.add_argument("--drain", type=float, default=10.0, help="max seconds to wait, after the load, until "
+                   "every acknowledged item is stored (the truth is read then; what is missing counts as lost)")
+    g.add_argument("--rate", type=float, default=0.0, include_in_web_ui=True,
+                   help="fixed-rate mode: requests/s per user; records intended start times")
+    g.add_argument("--e2e-timeout", type=float, default=0.0,
+                   help="seconds to wait for a result event (0: each user's default); a timeout is a failure")
+    g.add_argument("--namespace", default="", help="tenant for everything sent (default bs-<run-id>)")
+    g.add_argument("--no-report", action="store_true", default=False, help="skip the drain and the report")
+    g.add_argument("--burst", type=int, default=100, help="BurstShape / BurstRecoveryShape: users at once")
+    g.add_argument("--shape-users", type=int, default=0, help="Sustained/Step: users; BurstRecovery: baseline")
+    g.add_argument("--shape-rate", type=float, default=0.0, help="SustainedShape: spawn rate")
+    g.add_argument("--shape-duration", type=float, default=0.0, help="SustainedShape: seconds")
+    g.add_argument("--shape-burst-at", type=float, default=0.0, help="BurstRecoveryShape: burst start (s)")
+    g.add_argument("--shape-burst-for", type=float, default=0.0, help="BurstRecoveryShape: burst length (s)")
+    g.add_argument("--shape-step-users", type=int, default=0, help="StepShape: users added per step")
+    g.add_argument("--shape-step-s", type=float, default=0.0, help="StepShape: seconds per step")
+
+
+def scenario_name(environment: Environment) -> str:
+    """``--scenario``, else the first locustfile's name (load shapes are added to a locustfile, not named)."""
+    given = option(environment, "scenario")
+    if given:
+        return str(given)
+    files = [Path(f).stem for f in str(option(environment, "locustfile", "") or "").split(",") if f.strip()]
+    named = [f for f in files if "shapes" not in f] or files
+    return named[0] if named else "run"
+
+
+def experiment_path(ref: str) -> str:
+    """A chaos experiment reference: a path, or the name of a shipped experiment."""
+    p = Path(ref)
+    if p.exists():
+        return str(p)
+    for cand in (EXPERIMENTS / ref, EXPERIMENTS / f"{ref}.yaml"):
+        if cand.exists():
+            return str(cand)
+    raise FileNotFoundError(f"chaos experiment {ref!r} not found (a path, or a name in chaos/experiments/)")
+
+
+def _resolve_stack(ctx: RunContext) -> None:
+    from stack.state import StateFile
+
+    opts = ctx.environment.parsed_options
+    mode = opts.stack
+    state_path = opts.stack_state or str(StateFile(None).path)
+    if mode == "auto":
+        has_broker = bool(ctx.env.get("KAFKA_BOOTSTRAP_SERVERS")) or StateFile(state_path).exists()
+        mode = "external" if has_broker else "embedded"
+    ctx.stack_mode = mode
+    if mode == "embedded":
+        from stack.embedded import StackOptions, up
+
+        state_path = str(Path(ctx.run_dir) / "stack" / "stack.json")
+        log.info("starting the embedded stack (state %s)", state_path)
+        up(StackOptions(state_path=state_path, node_env=ctx.adapter.stack_env(opts)),
+           progress=lambda m: log.info("stack: %s", m))
+        ctx.embedded = True
+    ctx.set_stack(state_path)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def _run_info(ctx: RunContext) -> dict[str, Any]:
+    opts = ctx.environment.parsed_options
+    return {
+        "run_id": Path(ctx.run_dir).name,
+        "scenario": ctx.scenario,
+        "system": ctx.adapter.name,
+        "started_at": ctx.started_at,
+        "ended_at": ctx.ended_at,
+        "arguments": {"users": getattr(opts, "num_users", None), "spawn_rate": getattr(opts, "spawn_rate", None),
+                      "run_time": getattr(opts, "run_time", None), "processes": getattr(opts, "processes", None),
+                      "rate": opts.rate, "chaos": opts.chaos or None, "argv": sys.argv[1:]},
+        "versions": {"bridgestorm": _version("bridgestorm"), "locust": _version("locust"),
+                     "python": sys.version.split()[0]},
+        "stack": {"mode": ctx.stack_mode, "broker": ctx.env.get("KAFKA_BOOTSTRAP_SERVERS"),
+                  "database": ctx.env.get("DATABASE_URL"), "state": ctx.stack_state},
+        "namespace": ctx.namespace,
+        "thresholds": opts.thresholds or None,
+    }
+
+
+def _write_run_info(ctx: RunContext) -> None:
+    from rundir.write import write_run_info
+
+    write_run_info(ctx.run_dir, _run_info(ctx))
+
+
+# ---------------------------------------------------------------- workers finish before the master quits
+
+FINISH, FINISHED = "bridgestorm_finish", "bridgestorm_finished"
+
+
+def _worker_finish(environment: Environment, msg: Any, **_: Any) -> None:
+    """Worker: stop the users now and send the final statistics, then say so.
+
+    Locust's master gives quitting workers 0.5 s for their last statistics;
+    under load that is too short, and Locust's totals would miss requests the
+    samples have. Finishing before the quit makes both count the same.
+    """
+    runner = environment.runner
+    runner.stop()
+    runner._send_stats()
+    ctx: RunContext = getattr(environment, ATTRIBUTE)
+    runner.send_message(FINISHED, {"samples": ctx.recorder.samples.rows if ctx.joined else 0})
+
+
+def _finish_workers(environment: Environment, finished: set[str], timeout: float = 20.0) -> None:
+    """Master at test stop: have every worker stop and report before Locust's quit."""
+    runner = environment.runner
+    clients = [c.id for c in runner.clients.all]
+    if not clients:
+        return
+    finished.clear()
+    for cid in clients:
+        runner.send_message(FINISH, None, cid)
+    deadline = time.monotonic() + timeout
+    while not set(clients) <= finished and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    if not set(clients) <= finished:
+        log.warning("workers %s did not report their end within %.0f s", sorted(set(clients) - finished), timeout)
+
+
+# ---------------------------------------------------------------- the hooks
+
+
+class Hooks:
+    """The listeners ``install()`` registers, for one adapter."""
+
+    def __init__(self, adapter: SystemAdapter) -> None:
+        self.adapter = adapter
+        self.finished: set[str] = set()  # workers that reported their end (master)
+
+    def on_init(self, environment: Environment, **_: Any) -> None:
+        # libev caches "now" per loop iteration; imports and set-up before the first iteration (pandas, pyarrow:
+        # seconds on a busy machine) leave it stale, and Locust's -t timer would then fire that much too early
+        gevent.get_hub().loop.update_now()
+        ctx = RunContext(environment, self.adapter)
+        setattr(environment, ATTRIBUTE, ctx)
+        environment.events.request.add_listener(lambda **kw: self.on_request(ctx, **kw))
+        runner = environment.runner
+        if isinstance(runner, WorkerRunner):
+            runner.register_message(FINISH, _worker_finish)
+        elif isinstance(runner, MasterRunner):
+            runner.register_message(FINISHED, lambda env, msg, **_: self.finished.add(msg.node_id))
+        if not ctx.owner or environment.parsed_options is None:
+            return
+        opts = environment.parsed_options
+        scenario = scenario_name(environment)
+        run_dir = opts.run_dir or str(REPO / "reports" / new_run_id(scenario))
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        # unique per run, even when a run directory name is reused; sent to workers
+        namespace = opts.namespace or namespace_for(run_dir)
+        ctx.begin(scenario, run_dir, namespace, opts.stack_state)
+        ctx.experiment_file = experiment_path(opts.chaos) if opts.chaos else None
+        if not getattr(opts, "html_file", None):  # Locust's own HTML report, into the run directory's locust/
+            (Path(run_dir) / "locust").mkdir(exist_ok=True)
+            opts.html_file = str(Path(run_dir) / "locust" / "report.html")
+        _resolve_stack(ctx)
+        _write_run_info(ctx)
+        if environment.web_ui is not None:
+            from harness import webui
+
+            webui.install(environment, ctx)
+        gevent.get_hub().loop.update_now()  # an embedded stack took seconds to start: see above
+
+    def on_test_start(self, environment: Environment, **_: Any) -> None:
+        gevent.get_hub().loop.update_now()
+        ctx: RunContext = getattr(environment, ATTRIBUTE)
+        if not ctx.owner:
+            ctx.join()
+            return
+        ctx.publish_options()
+        ctx.started_at = ctx.started_at or time.time()
+        _write_run_info(ctx)
+        ref = option(environment, "chaos")  # the web UI's form may have named another one
+        ctx.experiment_file = experiment_path(ref) if ref else None
+        if ctx.experiment_file and ctx.chaos is None:
+            from chaos.runner import start_experiment
+
+            ctx.chaos = start_experiment(ctx.experiment_file, ctx.run_dir, state_path=ctx.stack_state,
+                                         toxiproxy_url=ctx.env.get("TOXIPROXY_URL"),
+                                         log=lambda m: log.info("chaos: %s", m))
+
+    def on_test_stop(self, environment: Environment, **_: Any) -> None:
+        ctx: RunContext = getattr(environment, ATTRIBUTE)
+        if ctx.owner:
+            ctx.ended_at = time.time()
+            if isinstance(environment.runner, MasterRunner):
+                _finish_workers(environment, self.finished)
+            _stop_chaos(ctx)
+        if ctx.joined:
+            ctx.recorder.flush(wait=False)  # written in the background; quitting waits for it
+
+    @staticmethod
+    def on_request(ctx: RunContext, request_type: str, name: str, response_time: float, response_length: int,
+                   exception: BaseException | None = None, context: dict | None = None,
+                   start_time: float | None = None, **_: Any) -> None:
+        """Every request event of this process becomes one exact sample row."""
+        if not ctx.joined:
+            return
+        c = context or {}
+        ts = c.get("ts_start") or start_time or (time.time() - (response_time or 0) / 1000.0)
+        ctx.recorder.sample(
+            ts_start=ts, type=request_type, name=name, latency_ms=response_time or 0.0,
+            ok=exception is None, bytes=response_length or 0,
+            error=None if exception is None else (str(exception) or type(exception).__name__)[:500],
+            key=c.get("key"), ts_intended=c.get("ts_intended"),
+        )
+
+    def on_quitting(self, environment: Environment, **_: Any) -> None:
+        ctx: RunContext = getattr(environment, ATTRIBUTE)
+        if ctx.joined:
+            ctx.recorder.flush()
+        if not ctx.owner or not ctx.run_dir:
+            ctx.close_bus()
+            return
+        try:
+            _stop_chaos(ctx)
+            ctx.ended_at = ctx.ended_at or time.time()
+            if ctx.started_at is None:
+                return  # nothing was run
+            _wait_for_samples(ctx)
+            _write_locust_stats(ctx)
+            opts = environment.parsed_options
+            if not opts.no_report:
+                _drain(ctx, opts.drain)
+            _write_run_info(ctx)
+            if not opts.no_report:
+                from analysis.report import build_report
+
+                verdict = build_report(ctx.run_dir, opts.thresholds or None)
+                ctx.verdict = verdict
+                verdict.print()
+                environment.process_exit_code = verdict.exit_code
+        except Exception:
+            log.exception("bridgestorm: the end of the run failed")
+            environment.process_exit_code = 3
+        finally:
+            ctx.close_bus()
+            if ctx.embedded:
+                from stack.embedded import down
+
+                log.info("stopping the embedded stack")
+                down(ctx.stack_state)
+                ctx.embedded = False
+
+
+def _stop_chaos(ctx: RunContext) -> None:
+    if ctx.chaos is not None:
+        handle, ctx.chaos = ctx.chaos, None
+        handle.stop()  # heals whatever is still injected
+
+
+def _drain(ctx: RunContext, drain_s: float) -> None:
+    """Wait (up to ``drain_s``) until the system stored what it acknowledged, then write the truth."""
+    kinds = ctx.adapter.truth_kinds()
+    if not kinds:
+        return
+    log.info("draining (up to %.0f s) and reading the truth", drain_s)
+    expected = drain.acknowledged(ctx.run_dir, kinds)
+    rows = bridge().run(drain.drain_and_read(ctx.adapter, ctx.env, ctx.namespace, drain_s, expected=expected),
+                        timeout=drain_s + 60)
+    drain.write(ctx.run_dir, rows)
+
+
+def _wait_for_samples(ctx: RunContext, timeout: float = 30.0) -> int:
+    """Wait until the samples on disk from every process add up to Locust's own total (workers flush late)."""
+    import pyarrow.parquet as pq
+
+    runner = ctx.environment.runner
+    want = runner.stats.total.num_requests if runner else 0
+    deadline = time.monotonic() + timeout
+    while True:
+        d = Path(ctx.run_dir) / "samples"
+        have = sum(pq.read_metadata(p).num_rows for p in d.glob("*.parquet")) if d.is_dir() else 0
+        if have >= want or time.monotonic() > deadline:
+            if have != want:
+                log.warning("samples on disk: %d, Locust counted %d", have, want)
+            return have
+        gevent.sleep(0.2)
+
+
+def _write_locust_stats(ctx: RunContext) -> None:
+    """Locust's own totals as CSV next to its HTML report (its rounded view, kept for comparison)."""
+    out = Path(ctx.run_dir) / "locust"
+    out.mkdir(exist_ok=True)
+    writer = locust_stats.StatsCSV(ctx.environment, locust_stats.PERCENTILES_TO_REPORT)
+    with open(out / "stats.csv", "w", newline="") as f:
+        writer.requests_csv(csv.writer(f))
+    with open(out / "failures.csv", "w", newline="") as f:
+        writer.failures_csv(csv.writer(f))
+
+
+_installed: Hooks | None = None
+
+
+def install(adapter: SystemAdapter) -> None:
+    """Register the hooks once, for the system under test that ``adapter`` describes.
+
+    A run has one system: several locustfiles of one run may each call this with the same adapter class.
+    """
+    global _installed
+    if _installed is not None:
+        if type(_installed.adapter) is not type(adapter):
+            raise RuntimeError(f"one run, one system: install({type(adapter).__name__}()) after "
+                               f"install({type(_installed.adapter).__name__}())")
+        return
+    hooks = _installed = Hooks(adapter)
+    events.init_command_line_parser.add_listener(add_options)
+    events.init.add_listener(hooks.on_init)
+    events.test_start.add_listener(hooks.on_test_start)
+    events.test_stop.add_listener(hooks.on_test_stop)
+    events.quitting.add_listener(hooks.on_quitting)
