@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from chaos.active import ActiveFaults
 from chaos.experiment import Experiment, Hypothesis, PlannedFault, Probe, load
-from chaos.faults import Resolver, fault_type, full_parameters
+from chaos.kinds import Resolver, fault_type, full_parameters
 from rundir.journal import FaultJournal, FaultRecord
 from chaos.probes import http_status, kafka_answers, tcp_answers
 
@@ -71,7 +71,7 @@ class FaultRun:
             self.record.started_at = time.time()
             self.active.add(self.record.fault_id, self._entry())
             start = time.monotonic()
-            if self.ft.heal is None and self._observable():
+            if self.ft.heal is None and self.ft.watched:
                 self._observe(self._watch_restart, start)  # down and back within the inject itself
             self.token = self.ft.inject(self.target, self.params, self.record.fault_id) or {}
             self.record.observed["inject_ms"] = round((time.monotonic() - start) * 1000, 3)
@@ -88,7 +88,7 @@ class FaultRun:
             self.record.healed_at, self.healed = time.time(), True
             self.record.outcome = "healed"
             self._restart_returned = time.monotonic()
-        elif self._observable():
+        elif self.ft.watched:
             self._observe(self._watch_down, start)
         return True
 
@@ -107,7 +107,7 @@ class FaultRun:
         self.record.outcome = "healed"
         self.record.observed["heal_ms"] = round((time.monotonic() - start) * 1000, 3)
         self.log(f"  - {self.record.name}: healed ({self.record.observed['heal_ms']:.1f} ms)")
-        if self._observable():
+        if self.ft.watched:
             self._observe(self._watch_up, start)
 
     def finish(self, wait_s: float = OBSERVE_UP_S) -> FaultRecord:
@@ -129,9 +129,6 @@ class FaultRun:
             return self.record
 
     # -- observation
-    def _observable(self) -> bool:
-        return self.record.target_kind in ("process", "container") or self.record.action == "down"
-
     def _answers(self) -> bool:
         try:
             return bool(self.target.answers())
@@ -210,8 +207,7 @@ def run_probe(probe: Probe, resolver: Resolver) -> ProbeResult:
 
 
 def _part(resolver: Resolver, name: str):
-    from stack.state import StateFile
-    part = StateFile(resolver.state_path).read().parts.get(name)
+    part = resolver.part(name)
     if part is None:
         raise LookupError(f"no part {name!r} in the stack state")
     return part
