@@ -92,6 +92,7 @@ class Analysis:
                 "by_namespace": list(iter_rows(self.loss.by_namespace)),
                 "leaks": list(iter_rows(self.loss.leaks)),
             },
+            "experiments": mask_secrets(self.run.experiments),
             "faults": list(iter_rows(self.faults)),
             "bursts": list(iter_rows(self.bursts)),
             "degradation": {k: _clean(v) for k, v in self.degradation.items()},

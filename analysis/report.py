@@ -145,6 +145,14 @@ def flatten(d: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix, "—" if d is None else str(d))]
 
 
+def steady_state_rows(experiment: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per probe of an experiment: its result before and after the method (None: not checked)."""
+    before = {p["name"]: p for p in experiment["steady_state_before"]}
+    after = {p["name"]: p for p in experiment["steady_state_after"]}
+    return [{"name": name, "before": before.get(name), "after": after.get(name)}
+            for name in dict.fromkeys([*before, *after])]
+
+
 def environment(summary: dict[str, Any]) -> list[tuple[str, str]]:
     """Run info (already masked by Analysis.summary) minus what the header shows anyway."""
     return flatten({k: v for k, v in summary["run"].items() if k not in ("run_id",)})
@@ -161,7 +169,7 @@ def render_html(summary: dict[str, Any], chart_uris: dict[str, str], deltas: lis
         lstrip_blocks=True,
     )
     env.filters.update(num=fmt_num, ms=fmt_ms, secs=fmt_s, pct=fmt_pct, mib=fmt_bytes, utc=fmt_utc,
-                       basename=lambda p: Path(str(p)).name)
+                       basename=lambda p: Path(str(p)).name, steady_state=steady_state_rows)
     marks: dict[tuple[str, str, str], Delta] = {}
     for d in deltas or []:
         marks[(d.section, d.item, d.metric)] = d

@@ -37,7 +37,7 @@ from rich.table import Table
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from chaos.active import ActiveFaults  # noqa: E402
-from chaos.faults import Resolver  # noqa: E402
+from chaos.kinds import Resolver  # noqa: E402
 from rundir.journal import FaultJournal  # noqa: E402
 from chaos.probes import wait_for  # noqa: E402
 from chaos.runner import FaultRun  # noqa: E402

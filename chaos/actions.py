@@ -15,7 +15,7 @@ returns a small JSON-able dict.
 """
 from __future__ import annotations
 
-from chaos.faults import Resolver
+from chaos.kinds import Resolver
 from chaos.probes import kafka_answers as _kafka_answers
 from chaos.probes import tcp_answers as _tcp_answers
 from chaos.targets.process import ProcessTarget

@@ -48,7 +48,7 @@ def cmd_run(args) -> int:
 
 def cmd_list(args) -> int:
     from chaos.experiment import ExperimentError, load
-    from chaos.faults import FAULTS
+    from chaos.kinds import KINDS
 
     print("experiments:")
     for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
@@ -58,10 +58,12 @@ def cmd_list(args) -> int:
         except ExperimentError as exc:
             print(f"  {path}: INVALID\n{exc}")
     print("\nfault types (target_kind action: parameters -> healed by):")
-    for (kind, action), ft in sorted(FAULTS.items()):
-        params = ", ".join(f"{k}={v}" for k, v in ft.parameters.items()) or "-"
-        print(f"  {kind:<9} {action:<11} {params:<48} -> {ft.heals_by or 'ends by itself'}")
-        print(f"  {'':<9} {'':<11} {ft.summary}")
+    for kind in KINDS.values():
+        print(f"  {kind.name}: {kind.summary}")
+        for ft in sorted(kind.faults, key=lambda ft: ft.action):
+            params = ", ".join(f"{k}={v}" for k, v in ft.parameters.items()) or "-"
+            print(f"  {kind.name:<9} {ft.action:<11} {params:<48} -> {ft.heals_by or 'ends by itself'}")
+            print(f"  {'':<9} {'':<11} {ft.summary}")
     return 0
 
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 import random as _random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from chaos.faults import FAULTS, KINDS, actions_for, fault_type, full_parameters
+from chaos.kinds import FAULTS, KINDS, actions_for, fault_type, full_parameters
 
 
 class ExperimentError(Exception):
@@ -36,6 +36,16 @@ class ExperimentError(Exception):
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _known_kind(kind: str) -> str:
+    if kind != "auto" and kind not in KINDS:
+        raise ValueError(f"unknown target_kind {kind!r} (known: auto, {', '.join(KINDS)})")
+    return kind
+
+
+# "auto" (the kind of the stack part of that name) or a kind of chaos.kinds.KINDS
+TargetKindName = Annotated[str, AfterValidator(_known_kind)]
 
 
 class Probe(_Model):
@@ -77,7 +87,7 @@ class Fault(_Model):
     name: str | None = None
     fault: str
     target: str
-    target_kind: Literal["auto", "process", "container", "proxy"] = "auto"
+    target_kind: TargetKindName = "auto"
     parameters: dict[str, Any] = Field(default_factory=dict)
     duration: float | None = Field(None, ge=0, le=86400)
 
@@ -96,7 +106,7 @@ class MethodStep(_Model):
     name: str | None = None
     fault: str | None = None
     target: str | None = None
-    target_kind: Literal["auto", "process", "container", "proxy"] = "auto"
+    target_kind: TargetKindName = "auto"
     parameters: dict[str, Any] = Field(default_factory=dict)
     duration: float | None = Field(None, ge=0, le=86400)
     sleep: float | None = Field(None, ge=0, le=86400)
@@ -338,19 +348,11 @@ def check_fault(fault) -> list[tuple[tuple, str]]:
 
 
 def _check_value(ft, name: str, value: Any) -> str | None:
+    """The fault type's own check of the parameter, else: a whole-number default wants a whole number >= 0."""
+    check = ft.checks.get(name)
+    if check is not None:
+        return check(value)
     default = ft.parameters[name]
-    if name == "signal":
-        from chaos.targets.process import parse_signal
-        try:
-            parse_signal(value)
-        except (ValueError, TypeError):
-            return f"unknown signal {value!r}"
-        return None
-    if name == "stream":
-        return None if value in ("upstream", "downstream") else "must be upstream or downstream"
-    if name == "toxicity":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
-        return None if ok else "must be a number from 0 to 1"
     if isinstance(default, int) and not isinstance(default, bool):
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
         return None if ok else f"must be a whole number >= 0, got {value!r}"

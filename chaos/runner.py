@@ -1,11 +1,13 @@
-"""Runs an experiment: steady state, faults on their timeline, always heal, steady state again, journal.
+"""Runs an experiment: steady state, faults on their timeline, always heal, steady state again, journals.
 
 Synchronous on purpose: faults are signals, Docker calls and HTTP calls,
 and a plain loop with `Event.wait` runs unchanged in a CLI, in a thread, or
 in a gevent-patched Locust process (`start_experiment` runs it in the
 background and `stop()` heals at once). Every fault is recorded in the
 active-faults file before it is injected and removed after its heal, and
-the heal runs in `finally`: on success, error, Ctrl-C or SIGTERM.
+the heal runs in `finally`: on success, error, Ctrl-C or SIGTERM. Each
+fault's line goes to `chaos.jsonl` when it is over, and the experiment's own
+record to `experiments.jsonl` when it ends, whatever its status.
 """
 from __future__ import annotations
 
@@ -19,9 +21,9 @@ from typing import Any, Callable
 
 from chaos.active import ActiveFaults
 from chaos.experiment import Experiment, Hypothesis, PlannedFault, Probe, load
-from chaos.faults import Resolver, fault_type, full_parameters
-from rundir.journal import FaultJournal, FaultRecord
+from chaos.kinds import Resolver, fault_type, full_parameters
 from chaos.probes import http_status, kafka_answers, tcp_answers
+from rundir.journal import ExperimentJournal, ExperimentRecord, FaultJournal, FaultRecord
 
 Log = Callable[[str], None]
 OBSERVE_DOWN_S = 10.0  # how long to look for the target going down after an inject
@@ -30,6 +32,10 @@ OBSERVE_UP_S = 60.0  # how long to wait for it to answer again after the heal
 
 class Interrupted(Exception):
     """The run was asked to stop (stop event)."""
+
+
+class Aborted(Exception):
+    """The method did not start: a target is not ours, or the steady state did not hold before."""
 
 
 # ----------------------------------------------------------------- one fault
@@ -71,7 +77,7 @@ class FaultRun:
             self.record.started_at = time.time()
             self.active.add(self.record.fault_id, self._entry())
             start = time.monotonic()
-            if self.ft.heal is None and self._observable():
+            if self.ft.heal is None and self.ft.watched:
                 self._observe(self._watch_restart, start)  # down and back within the inject itself
             self.token = self.ft.inject(self.target, self.params, self.record.fault_id) or {}
             self.record.observed["inject_ms"] = round((time.monotonic() - start) * 1000, 3)
@@ -88,7 +94,7 @@ class FaultRun:
             self.record.healed_at, self.healed = time.time(), True
             self.record.outcome = "healed"
             self._restart_returned = time.monotonic()
-        elif self._observable():
+        elif self.ft.watched:
             self._observe(self._watch_down, start)
         return True
 
@@ -107,7 +113,7 @@ class FaultRun:
         self.record.outcome = "healed"
         self.record.observed["heal_ms"] = round((time.monotonic() - start) * 1000, 3)
         self.log(f"  - {self.record.name}: healed ({self.record.observed['heal_ms']:.1f} ms)")
-        if self._observable():
+        if self.ft.watched:
             self._observe(self._watch_up, start)
 
     def finish(self, wait_s: float = OBSERVE_UP_S) -> FaultRecord:
@@ -129,9 +135,6 @@ class FaultRun:
             return self.record
 
     # -- observation
-    def _observable(self) -> bool:
-        return self.record.target_kind in ("process", "container") or self.record.action == "down"
-
     def _answers(self) -> bool:
         try:
             return bool(self.target.answers())
@@ -210,8 +213,7 @@ def run_probe(probe: Probe, resolver: Resolver) -> ProbeResult:
 
 
 def _part(resolver: Resolver, name: str):
-    from stack.state import StateFile
-    part = StateFile(resolver.state_path).read().parts.get(name)
+    part = resolver.part(name)
     if part is None:
         raise LookupError(f"no part {name!r} in the stack state")
     return part
@@ -257,97 +259,145 @@ class ExperimentResult:
     steady_state_after: list[ProbeResult] | None = None
     faults: list[FaultRecord] = field(default_factory=list)
     error: str | None = None
+    file: str | None = None  # the experiment file, when it was run from one
+
+    @property
+    def deviated(self) -> bool:
+        """The steady state was checked after the method and did not hold."""
+        return self.steady_state_after is not None and not all(r.ok for r in self.steady_state_after)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def record(self) -> ExperimentRecord:
+        """The experiments.jsonl line of this run."""
+        return ExperimentRecord(
+            title=self.title, file=self.file, status=self.status, started_at=self.started_at, ended_at=self.ended_at,
+            steady_state_before=[asdict(r) for r in self.steady_state_before or []],
+            steady_state_after=[asdict(r) for r in self.steady_state_after or []],
+            deviated=self.deviated, fault_ids=[f.fault_id for f in self.faults], error=self.error)
 
 
 def run_experiment(experiment: Experiment | str | Path, run_dir: str | Path, *, state_path: str | None = None,
                    toxiproxy_url: str | None = None, stop: threading.Event | None = None,
                    log: Log = print, active_path: str | None = None) -> ExperimentResult:
-    """Run one experiment and write its faults to `run_dir/chaos.jsonl`. Always heals."""
+    """Run one experiment; its faults go to `run_dir/chaos.jsonl`, its record to `run_dir/experiments.jsonl`.
+
+    Always heals, and always writes the record: completed, deviated, failed,
+    aborted before any fault, or interrupted (Ctrl-C, SIGTERM, `stop`).
+    """
     exp = experiment if isinstance(experiment, Experiment) else load(experiment)
-    stop = stop or threading.Event()
-    resolver = Resolver(state_path, toxiproxy_url or exp.toxiproxy_url)
-    journal = FaultJournal(run_dir)
-    active = ActiveFaults(active_path, stack_state=state_path)
-    plan = exp.plan()
-    result = ExperimentResult(exp.title, "completed", str(run_dir), time.time())
-    run_tag = secrets.token_hex(3)
-    log(f"experiment: {exp.title} ({len(plan.faults)} faults over {plan.end:.1f} s; journal {journal.path})")
-
-    # refuse early what is not ours, before anything is injected
+    result = ExperimentResult(exp.title, "completed", str(run_dir), time.time(),
+                              file=None if isinstance(experiment, Experiment) else str(experiment))
     try:
-        for kind_target in sorted({(p.fault.target_kind, p.fault.target) for p in plan.faults}):
-            resolver.target(*kind_target)
-    except Exception as exc:  # noqa: BLE001
-        result.status, result.error, result.ended_at = "aborted", str(exc), time.time()
+        ExperimentRun(exp, result, Resolver(state_path, toxiproxy_url or exp.toxiproxy_url), FaultJournal(run_dir),
+                      ActiveFaults(active_path, stack_state=state_path), stop or threading.Event(), log).run()
+    except Aborted as exc:
+        result.status, result.error = "aborted", str(exc)
         log(f"aborted: {exc}")
-        return result
-
-    hyp = exp.steady_state_hypothesis
-    if hyp and hyp.probes:
-        result.steady_state_before = check_hypothesis(hyp, resolver)
-        log("steady state before: " + _fmt(result.steady_state_before))
-        if not all(r.ok for r in result.steady_state_before):
-            result.status, result.error, result.ended_at = "aborted", "steady state not met before the method", time.time()
-            return result
-
-    events = []
-    for i, p in enumerate(plan.faults):
-        events.append((p.at, 1, i, "inject", p))
-        if p.duration is not None:
-            events.append((p.at + p.duration, 0, i, "heal", p))
-    events.sort(key=lambda e: e[:3])
-    runs: dict[int, FaultRun] = {}
-    t0 = time.monotonic()
-    hard_deadline = t0 + exp.max_duration
-    try:
-        for at, _, i, what, planned in events:
-            _wait_until(t0 + at, hard_deadline, stop)
-            if what == "inject":
-                run = FaultRun.planned(planned, f"{run_tag}-{i + 1}", resolver, journal, active, log)
-                runs[i] = run
-                if not run.inject():
-                    result.status = "failed"
-            elif i in runs:
-                runs[i].heal()
-                threading.Thread(target=runs[i].finish, daemon=True).start()  # journal line as soon as observed
-        _wait_until(t0 + plan.end, hard_deadline, stop)
     except (KeyboardInterrupt, Interrupted):
         result.status = "interrupted"
-        log("interrupted: healing")
-    except TimeoutError as exc:
-        result.status, result.error = "failed", str(exc)
-        log(f"{exc}: healing")
-    except Exception as exc:  # noqa: BLE001
+        log("interrupted")
+    except BaseException as exc:  # a bug, or the thread killed: recorded, then raised
         result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
-        log(f"error: {exc}: healing")
+        raise
     finally:
-        for i in sorted(runs, reverse=True):
-            runs[i].heal()
-        for run in exp.rollbacks:
-            try:
-                kind = resolver.kind_of(run.target, run.target_kind)
-                ft = fault_type(kind, run.fault)
-                ft.inject(resolver.target(kind, run.target), full_parameters(ft, run.parameters), "rollback")
-                log(f"  rollback: {kind} {run.target} {run.fault}")
-            except Exception as exc:  # noqa: BLE001
-                log(f"  ! rollback {run.target} {run.fault}: {exc}")
-        wait_s = 0.0 if result.status == "interrupted" else OBSERVE_UP_S
-        for i in sorted(runs):
-            result.faults.append(runs[i].finish(wait_s=wait_s))
-            if runs[i].record.outcome != "healed":
-                result.status = "failed" if result.status == "completed" else result.status
-
-    if hyp and hyp.probes and result.status != "interrupted":
-        result.steady_state_after = check_hypothesis(hyp, resolver, within_s=hyp.within, stop=stop)
-        log("steady state after: " + _fmt(result.steady_state_after))
-        if not all(r.ok for r in result.steady_state_after) and result.status == "completed":
-            result.status = "deviated"
-    result.ended_at = time.time()
+        result.ended_at = time.time()
+        ExperimentJournal(run_dir).write(result.record())
     log(f"status: {result.status}")
     return result
+
+
+class ExperimentRun:
+    """The phases of one run in order: targets checked, steady state, the method, steady state again."""
+
+    def __init__(self, exp: Experiment, result: ExperimentResult, resolver: Resolver, journal: FaultJournal,
+                 active: ActiveFaults, stop: threading.Event, log: Log):
+        self.exp, self.result, self.resolver = exp, result, resolver
+        self.journal, self.active, self.stop, self.log = journal, active, stop, log
+        self.plan = exp.plan()
+        hyp = exp.steady_state_hypothesis
+        self.hypothesis = hyp if hyp is not None and hyp.probes else None
+
+    def run(self) -> None:
+        self.log(f"experiment: {self.exp.title} ({len(self.plan.faults)} faults over {self.plan.end:.1f} s; "
+                 f"journal {self.journal.path})")
+        self.check_targets()
+        if self.hypothesis is not None:
+            before = check_hypothesis(self.hypothesis, self.resolver)
+            self.result.steady_state_before = before
+            self.log("steady state before: " + _fmt(before))
+            if not all(r.ok for r in before):
+                raise Aborted("steady state not met before the method")
+        self.method()
+        if self.hypothesis is not None and self.result.status != "interrupted":
+            after = check_hypothesis(self.hypothesis, self.resolver, within_s=self.hypothesis.within, stop=self.stop)
+            self.result.steady_state_after = after
+            self.log("steady state after: " + _fmt(after))
+            if self.result.deviated and self.result.status == "completed":
+                self.result.status = "deviated"
+
+    def check_targets(self) -> None:
+        """Refuse early what is not ours, before anything is injected."""
+        try:
+            for kind, target in sorted({(p.fault.target_kind, p.fault.target) for p in self.plan.faults}):
+                self.resolver.target(kind, target)
+        except Exception as exc:  # noqa: BLE001
+            raise Aborted(str(exc)) from exc
+
+    def method(self) -> None:
+        """The faults on their schedule; every one healed and journalled, however the method ends."""
+        result, resolver, log = self.result, self.resolver, self.log
+        events = []
+        for i, p in enumerate(self.plan.faults):
+            events.append((p.at, 1, i, "inject", p))
+            if p.duration is not None:
+                events.append((p.at + p.duration, 0, i, "heal", p))
+        events.sort(key=lambda e: e[:3])
+        run_tag = secrets.token_hex(3)
+        runs: dict[int, FaultRun] = {}
+        t0 = time.monotonic()
+        hard_deadline = t0 + self.exp.max_duration
+        try:
+            for at, _, i, what, planned in events:
+                _wait_until(t0 + at, hard_deadline, self.stop)
+                if what == "inject":
+                    run = FaultRun.planned(planned, f"{run_tag}-{i + 1}", resolver, self.journal, self.active, log)
+                    runs[i] = run
+                    if not run.inject():
+                        result.status = "failed"
+                elif i in runs:
+                    runs[i].heal()
+                    threading.Thread(target=runs[i].finish, daemon=True).start()  # journal line as soon as observed
+            _wait_until(t0 + self.plan.end, hard_deadline, self.stop)
+        except (KeyboardInterrupt, Interrupted):
+            result.status = "interrupted"
+            log("interrupted: healing")
+        except TimeoutError as exc:
+            result.status, result.error = "failed", str(exc)
+            log(f"{exc}: healing")
+        except Exception as exc:  # noqa: BLE001
+            result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
+            log(f"error: {exc}: healing")
+        finally:
+            for i in sorted(runs, reverse=True):
+                runs[i].heal()
+            self.rollbacks()
+            wait_s = 0.0 if result.status == "interrupted" else OBSERVE_UP_S
+            for i in sorted(runs):
+                result.faults.append(runs[i].finish(wait_s=wait_s))
+                if runs[i].record.outcome != "healed":
+                    result.status = "failed" if result.status == "completed" else result.status
+
+    def rollbacks(self) -> None:
+        for fault in self.exp.rollbacks:
+            try:
+                kind = self.resolver.kind_of(fault.target, fault.target_kind)
+                ft = fault_type(kind, fault.fault)
+                ft.inject(self.resolver.target(kind, fault.target), full_parameters(ft, fault.parameters), "rollback")
+                self.log(f"  rollback: {kind} {fault.target} {fault.fault}")
+            except Exception as exc:  # noqa: BLE001
+                self.log(f"  ! rollback {fault.target} {fault.fault}: {exc}")
 
 
 def _wait_until(when: float, hard_deadline: float, stop: threading.Event) -> None:

@@ -10,7 +10,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rundir.journal import EXPERIMENT_FIELDS
 from rundir.journal import FIELDS as JOURNAL_FIELDS
-from rundir.journal import FaultJournal
+from rundir.journal import ExperimentJournal, ExperimentRecord, FaultJournal
 from rundir.schema import RUN_JSON, SCHEMAS, RunDirError
 
 # columns the analysis needs from samples: `key` is not read (it is the largest
@@ -41,6 +42,7 @@ class Run:
     resources: pd.DataFrame | None
     lag: pd.DataFrame | None
     files: dict[str, int] = field(default_factory=dict)
+    experiments: list[dict[str, Any]] = field(default_factory=list)  # experiments.jsonl, in the order they ended
 
 
 def _parquet_files(folder: Path) -> list[Path]:
@@ -147,6 +149,12 @@ def load_journal(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     return frame.sort_values("started_at", kind="stable").reset_index(drop=True)
 
 
+def load_experiments(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """``experiments.jsonl``: one dict per experiment, every field of the contract (absent ones at their default)."""
+    return [asdict(ExperimentRecord(**{k: entry[k] for k in EXPERIMENT_FIELDS if k in entry})) | {"line": lineno}
+            for lineno, entry in ExperimentJournal(run_dir).entries()]
+
+
 def load_run(run_dir: str | os.PathLike[str], on_step: Callable[[str], None] | None = None) -> Run:
     """Load a run directory. ``on_step(label)`` is called before each part (progress display)."""
     path = Path(run_dir)
@@ -173,8 +181,11 @@ def load_run(run_dir: str | os.PathLike[str], on_step: Callable[[str], None] | N
     step("chaos.jsonl")
     journal = load_journal(path)
     counts["faults"] = len(journal)
+    step("experiments.jsonl")
+    experiments = load_experiments(path)
     return Run(path=path, info=info, samples=samples, ledger=frames["ledger"], truth=frames["truth"],
-               journal=journal, resources=frames["resources"], lag=frames["lag"], files=counts)
+               journal=journal, resources=frames["resources"], lag=frames["lag"], files=counts,
+               experiments=experiments)
 
 
 def finite_or_none(x: Any) -> Any:

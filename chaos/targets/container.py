@@ -9,8 +9,9 @@ import docker
 import docker.errors
 
 from chaos.probes import health_answers
-from chaos.targets import ChaosRefused, TargetError
-from stack.state import MANAGED_LABEL
+from chaos.targets import ChaosRefused, FaultType, TargetContext, TargetError, TargetKind
+from chaos.targets.process import check_signal
+from stack.state import MANAGED_LABEL, StateFile
 
 
 class ContainerTarget:
@@ -90,3 +91,54 @@ def managed_containers(client: docker.DockerClient | None = None) -> list:
     """Every container labelled as bridgestorm's (running or not)."""
     client = client or docker.from_env(timeout=30)
     return client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=true"})
+
+
+# ----------------------------------------------------------------- the kind
+
+def build(name: str, context: TargetContext) -> ContainerTarget:
+    """A stack part of kind container (its container id and health address), else a container name or id."""
+    part = context.part(name)
+    if part is not None and part.kind == "container":
+        return ContainerTarget(part.container_id, part.health)
+    return ContainerTarget(name)
+
+
+def sweep(context: TargetContext) -> list[str]:
+    """Paused bridgestorm containers are unpaused, stopped stack containers started."""
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except Exception:  # noqa: BLE001 - no engine: nothing of ours can be paused there
+        return []
+    state_file = StateFile(context.state_path)
+    stack_ids = set()
+    if state_file.exists():
+        stack_ids = {p.container_id for p in state_file.read().parts.values() if p.kind == "container"}
+    done = []
+    for container in managed_containers(client):
+        if container.status == "paused":
+            container.unpause()
+            done.append(f"unpaused container {container.name}")
+        elif container.id in stack_ids and container.status != "running":
+            container.start()
+            done.append(f"started container {container.name}")
+    return done
+
+
+KIND = TargetKind(
+    name="container",
+    summary=f"a Docker container labelled {MANAGED_LABEL}=true, by stack part name, container name or id",
+    faults=(
+        FaultType("container", "kill", "docker kill with a signal (SIGKILL by default)", {"signal": "SIGKILL"},
+                  "docker start", inject=lambda t, p, f: t.kill(p["signal"]), heal=lambda t, p, tok: t.start(),
+                  checks={"signal": check_signal}),
+        FaultType("container", "stop", "docker stop", {"timeout": 10}, "docker start",
+                  inject=lambda t, p, f: t.stop(p["timeout"]), heal=lambda t, p, tok: t.start()),
+        FaultType("container", "pause", "docker pause (cgroup freezer)", {}, "docker unpause",
+                  inject=lambda t, p, f: t.pause(), heal=lambda t, p, tok: t.unpause()),
+        FaultType("container", "restart", "docker restart", {"timeout": 10}, None,
+                  inject=lambda t, p, f: t.restart(p["timeout"])),
+    ),
+    build=build,
+    sweep=sweep,
+)

@@ -12,7 +12,7 @@ import signal
 import psutil
 
 from chaos.probes import health_answers
-from chaos.targets import ChaosRefused, TargetError
+from chaos.targets import ChaosRefused, FaultType, TargetContext, TargetError, TargetKind
 from stack.processes import launch
 from stack.state import Part, StateFile
 
@@ -28,6 +28,15 @@ def parse_signal(sig: str | int) -> signal.Signals:
         return signal.Signals[name]
     except KeyError:
         raise ValueError(f"unknown signal {sig!r}") from None
+
+
+def check_signal(value: object) -> str | None:
+    """The experiment check of a `signal` parameter (containers take the same names)."""
+    try:
+        parse_signal(value)  # type: ignore[arg-type]
+    except (ValueError, TypeError, AttributeError):
+        return f"unknown signal {value!r}"
+    return None
 
 
 class ProcessTarget:
@@ -155,3 +164,46 @@ def _read(state_file: StateFile):
     except FileNotFoundError as exc:
         raise ChaosRefused(f"{exc}; bridgestorm only touches processes the stack started") from None
 
+
+
+# ----------------------------------------------------------------- the kind
+
+def build(name: str, context: TargetContext) -> ProcessTarget:
+    return ProcessTarget(name, context.state_path)
+
+
+def sweep(context: TargetContext) -> list[str]:
+    """Stack processes left stopped get SIGCONT."""
+    state_file = StateFile(context.state_path)
+    if not state_file.exists():
+        return []
+    done = []
+    for part in state_file.read().parts.values():
+        proc = part.process() if part.kind == "process" else None
+        try:
+            if proc is not None and proc.status() == psutil.STATUS_STOPPED:
+                proc.send_signal(signal.SIGCONT)
+                done.append(f"resumed process {part.name} (pid {part.pid})")
+        except psutil.Error:
+            pass
+    return done
+
+
+KIND = TargetKind(
+    name="process",
+    summary="a local process of the stack, by part name (python -m stack up, --stack embedded)",
+    faults=(
+        FaultType("process", "kill", "send a signal (SIGKILL by default) and wait until the process is gone",
+                  {"signal": "SIGKILL"}, "restart from its launch spec",
+                  inject=lambda t, p, f: t.kill(p["signal"]), heal=lambda t, p, tok: t.start(),
+                  checks={"signal": check_signal}),
+        FaultType("process", "terminate", "SIGTERM (graceful stop)", {}, "restart from its launch spec",
+                  inject=lambda t, p, f: t.terminate(), heal=lambda t, p, tok: t.start()),
+        FaultType("process", "pause", "SIGSTOP", {}, "SIGCONT",
+                  inject=lambda t, p, f: t.pause(), heal=lambda t, p, tok: t.resume()),
+        FaultType("process", "restart", "SIGTERM, then start again from its launch spec", {}, None,
+                  inject=lambda t, p, f: {"pid": t.restart()}),
+    ),
+    build=build,
+    sweep=sweep,
+)

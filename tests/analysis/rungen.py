@@ -18,6 +18,9 @@ The "chaos run" (make_chaos_run), 60 s from T0:
   stored but never sent (unexpected).
 - resources: orchestrator flat at 100 MiB, reducer 100 -> 130 MiB linearly.
 - lag: consumer db-adapter, lag_ms = 5 * (second % 10).
+
+``write_experiments`` adds experiments.jsonl: one record per status
+(``experiment_records``), the first with the broker-kill fault.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rundir.journal import FaultJournal, FaultRecord
+from rundir.journal import ExperimentJournal, ExperimentRecord, FaultJournal, FaultRecord
 from rundir.write import write_lag, write_ledger, write_resources, write_run_info, write_samples, write_truth
 
 T0 = 1_800_000_000.0
@@ -170,6 +173,32 @@ def make_chaos_run(path: Path, with_journal: bool = True) -> Path:
     write_lag(path, lag_rows())
     if with_journal:
         FaultJournal(path).write(FaultRecord(**journal_entry()))
+    return path
+
+
+def experiment_records() -> list[ExperimentRecord]:
+    """One experiment record per status, as the chaos runner writes them."""
+    ok = [{"name": "broker-answers", "ok": True, "value": True}, {"name": "stamp-health", "ok": True, "value": 200}]
+    return [
+        ExperimentRecord(title="Broker kill", file="chaos/experiments/broker-kill.yaml", status="completed",
+                         started_at=T0 + 15, ended_at=T0 + 30, steady_state_before=ok, steady_state_after=ok,
+                         fault_ids=["f1"]),
+        ExperimentRecord(title="Registry crash", status="deviated", started_at=T0 + 31, ended_at=T0 + 40,
+                         steady_state_before=ok,
+                         steady_state_after=[ok[0], {"name": "stamp-health", "ok": False, "value": 503}],
+                         deviated=True),
+        ExperimentRecord(title="Database partition", status="aborted", started_at=T0 + 41, ended_at=T0 + 41.5,
+                         steady_state_before=[{"name": "postgres-answers", "ok": False, "value": False}],
+                         error="steady state not met before the method"),
+        ExperimentRecord(title="Random monkey", status="interrupted", started_at=T0 + 42, ended_at=T0 + 50,
+                         steady_state_before=ok),
+    ]
+
+
+def write_experiments(path: Path) -> Path:
+    journal = ExperimentJournal(path)
+    for record in experiment_records():
+        journal.write(record)
     return path
 
 

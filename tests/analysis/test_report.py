@@ -124,3 +124,32 @@ def test_verdict_prints_like_the_cli(reported: tuple[Path, object]) -> None:
     v.print(console)
     text = console.export_text()
     assert "recovery(broker-kill) <= 2s" in text and "verdict: FAIL" in text and "index.html" in text
+
+
+def test_each_experiment_has_its_section_entry(chaos_run: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(chaos_run, run_dir)
+    rungen.write_experiments(run_dir)
+    v = build_report(run_dir, out_dir=tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "analysis.json").read_text())
+    assert [e["title"] for e in summary["experiments"]] == [r.title for r in rungen.experiment_records()]
+    html = (tmp_path / "out" / "index.html").read_text()
+    section = html[html.index('<section id="experiments">'):html.index('<section id="recovery">')]
+    for title, status, style in [("Broker kill", "completed", "pass"), ("Registry crash", "deviated", "fail"),
+                                 ("Database partition", "aborted", "fail"), ("Random monkey", "interrupted", "error")]:
+        assert f'{title} <span class="status {style}">{status}</span>' in section
+    assert "chaos/experiments/broker-kill.yaml" in section
+    assert "Deviated: the steady state did not hold after the method." in section
+    assert "steady state not met before the method" in section
+    # per probe, before and after, with the value
+    assert '<td>stamp-health</td><td><span class="status pass">ok</span> <code>200</code></td>' \
+           '<td><span class="status fail">not met</span> <code>503</code></td>' in section
+    assert '<td>postgres-answers</td><td><span class="status fail">not met</span> <code>False</code></td>' \
+           '<td><span class="muted">not checked</span></td>' in section
+    assert v.analysis is not None and len(v.analysis.run.experiments) == 4
+
+
+def test_a_run_without_experiments_has_no_experiment_section(reported: tuple[Path, object]) -> None:
+    out, _ = reported
+    assert 'id="experiments"' not in (out / "index.html").read_text()
+    assert json.loads((out / "analysis.json").read_text())["experiments"] == []

@@ -162,6 +162,49 @@ def test_optional_parts_may_be_absent(chaos_run: Path, tmp_path: Path) -> None:
     (run_dir / "chaos.jsonl").unlink()
     run = load_run(run_dir)
     assert run.ledger is None and run.truth is None and run.journal.empty
+    assert run.experiments == []
+
+
+def test_experiment_records_are_read_back(chaos_run: Path, tmp_path: Path) -> None:
+    run_dir = rungen.write_experiments(copy_run(chaos_run, tmp_path))
+    with (run_dir / "experiments.jsonl").open("a") as f:  # a writer that left out the optional fields
+        f.write(json.dumps({"title": "bare", "status": "completed", "started_at": rungen.T0}) + "\n")
+    experiments = load_run(run_dir).experiments
+    assert [e["status"] for e in experiments] == ["completed", "deviated", "aborted", "interrupted", "completed"]
+    first = experiments[0]
+    assert first["title"] == "Broker kill" and first["fault_ids"] == ["f1"] and first["line"] == 1
+    assert first["steady_state_after"][1] == {"name": "stamp-health", "ok": True, "value": 200}
+    assert experiments[1]["deviated"] is True
+    assert experiments[4] | {"line": 0} == {"title": "bare", "file": None, "status": "completed",
+                                            "started_at": rungen.T0, "ended_at": None, "steady_state_before": [],
+                                            "steady_state_after": [], "deviated": False, "fault_ids": [],
+                                            "error": None, "line": 0}
+
+
+@pytest.mark.parametrize("line,message", [
+    ('{"title": "t", "status": "completed", "started_at": ', "damaged JSON line"),
+    ('{"title": "t", "started_at": 1.0}', r"missing field\(s\) \['status'\]"),
+    ('{"title": "t", "status": "exploded", "started_at": 1.0}', "'status' must be one of completed, deviated"),
+    ('{"title": "t", "status": "completed", "started_at": "noon"}', "'started_at' must be UNIX seconds"),
+    ('{"title": "t", "status": "completed", "started_at": 1.0, "steady_state_after": [{"name": "p"}]}',
+     "'steady_state_after' must be a list of {name, ok, value}"),
+    ('{"title": "t", "status": "completed", "started_at": 1.0, "fault_ids": [1]}', "'fault_ids' must be a list"),
+])
+def test_damaged_experiment_record_is_named(chaos_run: Path, tmp_path: Path, line: str, message: str) -> None:
+    run_dir = rungen.write_experiments(copy_run(chaos_run, tmp_path))
+    with (run_dir / "experiments.jsonl").open("a") as f:
+        f.write(line + "\n")
+    with pytest.raises(RunDirError, match=r"experiments\.jsonl:5: " + message):
+        load_run(run_dir)
+
+
+def test_experiment_records_mask_secrets(tmp_path: Path) -> None:
+    from rundir.journal import ExperimentJournal, ExperimentRecord
+
+    ExperimentJournal(tmp_path).write(ExperimentRecord(
+        title="db", status="failed", started_at=1.0, error="cannot reach postgresql://bridge:hunter2@127.0.0.1/bridge"))
+    text = (tmp_path / "experiments.jsonl").read_text()
+    assert "hunter2" not in text and "bridge:***@127.0.0.1" in text
 
 
 def test_samples_without_rows_are_refused(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """--chaos: the experiment starts with the load and is stopped (healed) when the load stops; the fault is in
-the run's journal and the report sees it."""
+the run's journal, the experiment's record in experiments.jsonl, and the report sees both."""
 from __future__ import annotations
 
 import json
@@ -21,5 +21,10 @@ def test_chaos_experiment_runs_during_the_load_and_heals_at_stop(run_locust, tmp
     info = json.loads((run.run_dir / "run.json").read_text())
     # injected during the load, healed by the test stop (long before the fault's own 60 s)
     assert info["started_at"] < fault["started_at"] < fault["healed_at"] <= info["ended_at"] + 5
+    # the experiment's own record: stopped by the end of the load, its fault named
+    (record,) = [json.loads(x) for x in (run.run_dir / "experiments.jsonl").read_text().splitlines()]
+    assert record["title"] == "short broker latency" and record["file"] == str(exp)
+    assert record["status"] == "interrupted" and record["fault_ids"] == [fault["fault_id"]]
     analysis = json.loads((run.run_dir / "analysis.json").read_text())
     assert "broker-latency" in json.dumps(analysis)
+    assert [e["status"] for e in analysis["experiments"]] == ["interrupted"]
