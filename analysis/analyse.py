@@ -15,42 +15,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from analysis import loss as loss_mod
 from analysis import metrics as metrics_mod
 from analysis import recovery
+from analysis.measured import MeasuredRun
+from analysis.thresholds import Result, Threshold, evaluate, format_value, load_thresholds, resolve
 from rundir.masking import mask_secrets
 from rundir.read import Run, iter_rows, load_run
 from rundir.schema import RunDirError
-from analysis.thresholds import Result, Threshold, format_value, load_thresholds, resolve
 
 JSON_VERSION = 1
 
 
 @dataclass
-class Analysis:
-    """A loaded, analysed run. Frames are small (one row per name, fault, kind...) except ``run.samples``."""
+class Analysis(MeasuredRun):
+    """A measured run with its thresholds' results and verdict."""
 
-    run: Run
-    metrics: metrics_mod.Metrics
-    loss: loss_mod.Loss
-    faults: pd.DataFrame
-    bursts: pd.DataFrame
-    degradation: dict[str, float]
-    memory: pd.DataFrame
     thresholds_file: str | None = None
     results: list[Result] = field(default_factory=list)
-    _degradation_cache: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
-
-    def degradation_of(self, selector: str | None) -> dict[str, float]:
-        """Sustained-run degradation of a selection (see recovery.degradation)."""
-        if not selector:
-            return self.degradation
-        if selector not in self._degradation_cache:
-            subset = self.metrics.selection(selector)
-            self._degradation_cache[selector] = {} if subset is None else recovery.degradation(subset)
-        return self._degradation_cache[selector]
 
     @property
     def verdict(self) -> str:
@@ -64,8 +46,6 @@ class Analysis:
         return "pass" if all(r.passed for r in self.results) else "unknown"
 
     def evaluate(self, thresholds: list[Threshold], source: str | None) -> None:
-        from analysis.thresholds import evaluate
-
         self.thresholds_file = source
         self.results = evaluate(thresholds, self)
 

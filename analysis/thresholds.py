@@ -11,8 +11,8 @@ list and optional ``description:``)::
 
 Each line is ``metric[(argument)] operator number[unit]``. METRICS is the
 registry of metric kinds: each MetricSpec says which units the metric takes,
-what its argument selects, and carries the function that measures it on an
-Analysis (a new kind is one measure function and one entry). A threshold
+what its argument selects, and carries the function that measures it on a
+MeasuredRun (a new kind is one measure function and one entry). A threshold
 whose input is absent (no such sample name, no ledger, no such fault) fails
 with "no data": a check that cannot be made proves nothing. A measure
 function that raises gives its row "error" and the others still evaluate:
@@ -28,14 +28,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from analysis.loss import CATEGORIES, percent
+from analysis.measured import MeasuredRun
 
-if TYPE_CHECKING:  # analyse.py imports this module
-    from analysis.analyse import Analysis
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -57,7 +56,7 @@ UNITS: dict[str, tuple[str, float]] = {
 }
 
 
-Measure = Callable[["Threshold", "Analysis"], tuple[float | None, str]]
+Measure = Callable[["Threshold", MeasuredRun], tuple[float | None, str]]
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def measure_samples(t: Threshold, a: Analysis) -> tuple[float | None, str]:
+def measure_samples(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
     """Latency (p50 ... max, service_*), throughput, count and errors over the samples the argument selects."""
     stats = a.metrics.select(t.argument)
     if stats is None:
@@ -105,7 +104,7 @@ def measure_samples(t: Threshold, a: Analysis) -> tuple[float | None, str]:
     return stats[t.metric], f"{stats['count']:,} samples"  # a latency: the summary has a key per metric
 
 
-def measure_loss(t: Threshold, a: Analysis) -> tuple[float | None, str]:
+def measure_loss(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
     """A loss category (lost, duplicated...) of one ledger kind or all, as a count or % of its denominator."""
     loss = a.loss
     if not loss.available:
@@ -122,7 +121,7 @@ def measure_loss(t: Threshold, a: Analysis) -> tuple[float | None, str]:
 FAULT_COLUMNS = {"recovery": "recovery_s", "first_success": "first_success_s", "fault_errors": "during_error_rate"}
 
 
-def measure_fault(t: Threshold, a: Analysis) -> tuple[float | None, str]:
+def measure_fault(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
     """A column of the faults table (FAULT_COLUMNS) over the selected faults; never recovered is infinite."""
     faults = a.faults
     if faults.empty:
@@ -140,7 +139,7 @@ def measure_fault(t: Threshold, a: Analysis) -> tuple[float | None, str]:
     return _worst(values, t.op), detail
 
 
-def measure_burst_recovery(t: Threshold, a: Analysis) -> tuple[float | None, str]:
+def measure_burst_recovery(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
     """Time back to baseline after each burst; never back is infinite."""
     b = a.bursts
     if b.empty:
@@ -156,7 +155,7 @@ DEGRADATION_KEYS = {
 }
 
 
-def measure_degradation(t: Threshold, a: Analysis) -> tuple[float | None, str]:
+def measure_degradation(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
     """The last window against the first (DEGRADATION_KEYS) of the selected samples."""
     d = a.degradation_of(t.argument)
     if not d:
@@ -165,7 +164,7 @@ def measure_degradation(t: Threshold, a: Analysis) -> tuple[float | None, str]:
     return d[change], f"first {d['window_s']:.0f} s: {d[first]:.4g}, last: {d[last]:.4g}"
 
 
-def measure_memory_growth(t: Threshold, a: Analysis) -> tuple[float | None, str]:
+def measure_memory_growth(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
     """RSS growth of one part, or the worst part."""
     mem = a.memory
     if mem.empty:
@@ -176,7 +175,7 @@ def measure_memory_growth(t: Threshold, a: Analysis) -> tuple[float | None, str]
     return _worst([float(v) for v in sel["growth_pct"]], t.op), ", ".join(sel["part"])
 
 
-def measure_lag(t: Threshold, a: Analysis) -> tuple[float | None, str]:
+def measure_lag(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
     """A lag statistic (the metric's name after ``lag_``) of one consumer, or the worst consumer."""
     lag = a.metrics.lag
     if lag.empty:
@@ -404,12 +403,12 @@ def resolve(ref: str | Path, run_dir: Path | None = None) -> Path:
 # evaluation
 
 
-def measure(t: Threshold, a: Analysis) -> tuple[float | None, str]:
+def measure(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
     """The measured value of a threshold (its dimension's base unit) and a detail, by its metric's function."""
     return METRICS[t.metric].measure(t, a)
 
 
-def check(t: Threshold, a: Analysis) -> Result:
+def check(t: Threshold, a: MeasuredRun) -> Result:
     """One threshold's verdict; absent data and NaN fail as 'no data', an exception is an 'error' row."""
     try:
         value, detail = measure(t, a)
@@ -422,7 +421,7 @@ def check(t: Threshold, a: Analysis) -> Result:
     return Result(t, measured, "pass" if ok else "fail", detail)
 
 
-def evaluate(thresholds: list[Threshold], a: Analysis) -> list[Result]:
+def evaluate(thresholds: list[Threshold], a: MeasuredRun) -> list[Result]:
     """Every threshold's measured value and verdict, each on its own (see check)."""
     return [check(t, a) for t in thresholds]
 

@@ -1,0 +1,39 @@
+"""The numbers of one analysed run, before any verdict: what thresholds measure and the report shows.
+
+``analysis.analyse.analyse`` computes them (metrics.py, loss.py,
+recovery.py) and ``Analysis`` adds the verdict; the thresholds' measure
+functions read only this, so they never need the verdict's module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from analysis import loss as loss_mod
+from analysis import metrics as metrics_mod
+from analysis import recovery
+from rundir.read import Run
+
+
+@dataclass
+class MeasuredRun:
+    """A loaded, analysed run. Frames are small (one row per name, fault, kind...) except ``run.samples``."""
+
+    run: Run
+    metrics: metrics_mod.Metrics
+    loss: loss_mod.Loss
+    faults: pd.DataFrame
+    bursts: pd.DataFrame
+    degradation: dict[str, float]
+    memory: pd.DataFrame
+    _degradation_cache: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+
+    def degradation_of(self, selector: str | None) -> dict[str, float]:
+        """Sustained-run degradation of a selection (see recovery.degradation)."""
+        if not selector:
+            return self.degradation
+        if selector not in self._degradation_cache:
+            subset = self.metrics.selection(selector)
+            self._degradation_cache[selector] = {} if subset is None else recovery.degradation(subset)
+        return self._degradation_cache[selector]
