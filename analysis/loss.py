@@ -1,6 +1,6 @@
 """Loss accounting: what the load caused (ledger) against what the system stored (truth).
 
-The categories are Jepsen's total-queue checker's, as DESIGN.md defines them,
+The categories are Jepsen's total-queue checker's, as docs/analysis.md defines them,
 per item (kind, item_id):
 
 - ok: acknowledged and stored

@@ -1,6 +1,6 @@
 """Chaos and stability analysis: faults, bursts, sustained degradation, memory growth.
 
-Recovery time of a fault, exactly as DESIGN.md defines it: from the heal time,
+Recovery time of a fault, as docs/analysis.md defines it: from the heal time,
 in one-second buckets counted from the heal, the first bucket from which the
 success ratio is >= 0.99 and p95 <= 1.5 x the pre-fault baseline p95, held for
 three consecutive buckets. The recovery time is that bucket's offset in
