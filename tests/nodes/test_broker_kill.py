@@ -29,14 +29,27 @@ def own_stack(tmp_path_factory):
         down(state_path)
 
 
+RECOVERY_WORDS = ("incarnation", "reachable", "epoch", "rebuilding", "replaying")
+
+
 def node_warnings(state, nodes=("orchestrator", "reducer", "database-adapter"), lines: int = 15) -> str:
-    """The last warnings of the nodes, to say why a run went wrong."""
+    """The nodes' last warnings and recovery steps, and the proxy's and broker's last lines: why a run went wrong.
+
+    A node that never logged "broker reachable again" did not see the broker come back: then the
+    proxy's and the broker's own logs say whether the broker answered at all.
+    """
     out = []
     for name in nodes:
         log = Path(state.parts[name].launch.log)
-        warnings = [line for line in log.read_text(errors="replace").splitlines()
-                    if '"warning"' in line or '"error"' in line and "aiokafka" not in line]
-        out.append(f"--- {name}\n" + "\n".join(warnings[-lines:]))
+        notable = [line[:600] for line in log.read_text(errors="replace").splitlines()
+                   if '"warning"' in line or ('"error"' in line and "aiokafka" not in line)
+                   or any(word in line for word in RECOVERY_WORDS)]
+        out.append(f"--- {name}\n" + "\n".join(notable[-lines:]))
+    for name in ("proxy", "broker"):
+        part = state.parts.get(name)
+        if part is not None and part.launch is not None and part.launch.log:
+            tail = Path(part.launch.log).read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {name} ({part.launch.log})\n" + "\n".join(line[:600] for line in tail))
     return "\n".join(out)
 
 
