@@ -8,6 +8,8 @@ someone else). A restart starts the process exactly as the stack did (its
 from __future__ import annotations
 
 import signal
+import time
+from pathlib import Path
 
 import psutil
 
@@ -102,8 +104,18 @@ class ProcessTarget:
     def terminate(self, wait_s: float = 10.0) -> None:
         self.kill("SIGTERM", wait_s)
 
-    def pause(self) -> None:
-        self.process().send_signal(signal.SIGSTOP)
+    def pause(self, wait_s: float = 2.0) -> None:
+        """SIGSTOP, and wait (bounded) until every thread has stopped.
+
+        The signal is delivered asynchronously: until it is, the process runs on, and a
+        probe right after the pause would see it answer (seen under load). A kill waits
+        for the exit the same way.
+        """
+        proc = self.process()
+        proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + wait_s
+        while not all_threads_stopped(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.002)
 
     def resume(self) -> None:
         proc = self.part().process()
@@ -156,6 +168,16 @@ class ProcessTarget:
             return proc is None or proc.status() == psutil.STATUS_STOPPED
         except psutil.Error:
             return True
+
+
+def all_threads_stopped(pid: int) -> bool:
+    """Every thread of ``pid`` is in state T (stopped) or t (traced): the main thread's state alone is not enough."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0] for task in tasks]
+    except (OSError, IndexError):
+        return False
+    return bool(states) and all(s in ("T", "t") for s in states)
 
 
 def _read(state_file: StateFile):
