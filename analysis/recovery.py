@@ -29,6 +29,13 @@ SUSTAINED_WINDOW_S = 10.0
 MEMORY_GROWTH_FLAG_PCT = 10.0
 
 
+PHASES = ("before", "during", "after")
+PHASE_STATS = ("offered", "achieved", "dropped", "p50", "p95", "p99", "errors", "timeouts")
+AFTER_WINDOW_S = 30.0
+DROPPED = "dropped"  # the sample type of an arrival no user could start (harness/arrivals.py)
+_TIMEOUT_WORDS = ("within", "timed out", "timeout")
+
+
 @dataclass
 class Arrays:
     """The sample columns recovery needs, as numpy arrays (sliced by masks, never iterated)."""
@@ -37,15 +44,68 @@ class Arrays:
     end: np.ndarray
     ok: np.ndarray
     lat: np.ndarray
+    intended: np.ndarray  # NaN where the load recorded no intended start (closed loop)
+    arrival: np.ndarray  # one code per arrival (process and intended start), -1 for none
+    dropped: np.ndarray
+    timeout: np.ndarray
 
     @classmethod
     def of(cls, samples: pd.DataFrame) -> Arrays:
+        intended = samples["ts_intended"].to_numpy(dtype="float64", na_value=np.nan)
+        has = ~np.isnan(intended)
+        arrival = np.full(len(samples), -1, dtype="int64")
+        if has.any():  # the samples of one arrival (its request and its e2e result) share process and intended start
+            keys = pd.MultiIndex.from_arrays([samples["process"].to_numpy()[has], intended[has]])
+            arrival[has] = pd.factorize(keys)[0]
+        errors = samples["error"].astype("string").str.lower()
+        timeout = np.zeros(len(samples), dtype=bool)
+        for word in _TIMEOUT_WORDS:
+            timeout |= errors.str.contains(word, regex=False).fillna(False).to_numpy(dtype=bool)
         return cls(
             ts=samples["ts_start"].to_numpy(dtype="float64"),
             end=samples["end"].to_numpy(dtype="float64"),
             ok=samples["ok"].to_numpy(dtype=bool),
             lat=samples["lat"].to_numpy(dtype="float64"),
+            intended=intended,
+            arrival=arrival,
+            dropped=(samples["type"].astype(str) == DROPPED).to_numpy(dtype=bool),
+            timeout=timeout,
         )
+
+    @property
+    def due(self) -> np.ndarray:
+        """When each sample was meant to happen: its intended start where recorded, else its start."""
+        return np.where(np.isnan(self.intended), self.ts, self.intended)
+
+
+def phase_stats(a: Arrays, start: float, end: float) -> dict[str, float]:
+    """What users lived through in [start, end): offered and achieved rate, dropped, latency, errors, timeouts.
+
+    Offered counts arrivals (open model: each intended start once, started or dropped);
+    a closed-loop run has no arrivals, so there offered is what was sent. Latency is from
+    the intended start; errors are % of the samples that started; timeouts and dropped are counts.
+    """
+    length = end - start
+    if not (length > 0) or not math.isfinite(length):
+        return {k: math.nan for k in PHASE_STATS}
+    m = (a.due >= start) & (a.due < end)
+    started = m & ~a.dropped
+    arrivals = a.arrival[m & (a.arrival >= 0)]
+    taken = a.arrival[started & (a.arrival >= 0)]
+    closed = int((started & (a.arrival < 0)).sum())
+    offered = len(np.unique(arrivals)) if len(arrivals) else closed
+    achieved = len(np.unique(taken)) if len(taken) else closed
+    lat = a.lat[started]
+    return {
+        "offered": offered / length,
+        "achieved": achieved / length,
+        "dropped": float((m & a.dropped).sum()),
+        "p50": float(np.quantile(lat, 0.5)) if len(lat) else math.nan,
+        "p95": float(np.quantile(lat, 0.95)) if len(lat) else math.nan,
+        "p99": float(np.quantile(lat, 0.99)) if len(lat) else math.nan,
+        "errors": (1 - a.ok[started].mean()) * 100 if started.any() else math.nan,
+        "timeouts": float((started & a.timeout).sum()),
+    }
 
 
 def _p95(values: np.ndarray) -> float:
@@ -94,14 +154,22 @@ def analyse_window(a: Arrays, name: str, start: float, heal: float | None, prev_
         "baseline_p95": baseline_p95,
         "baseline_error_rate": (1 - a.ok[pre].mean()) * 100 if pre.any() else math.nan,
         "during_count": n_during,
+        # every sample while the fault was on, dropped arrivals included: what went wrong for users
         "during_error_rate": (1 - a.ok[during].mean()) * 100 if n_during else math.nan,
-        "during_p50": float(np.quantile(a.lat[during], 0.5)) if n_during else math.nan,
-        "during_p95": _p95(a.lat[during]),
         "first_success_s": math.nan,
         "recovery_s": math.nan,
         "recovered": False,
         "note": "",
     }
+    # the phases never reach outside the run's own samples (a rate over seconds that had no load is no rate)
+    first, last = (float(a.due.min()), float(a.due.max())) if len(a.ts) else (math.nan, math.nan)
+    phases = {"before": (max(base_from, first), start), "during": (start, until),
+              "after": (until, min(until + AFTER_WINDOW_S, horizon, last)) if heal is not None else (math.nan, math.nan)}
+    for phase, (lo, hi) in phases.items():
+        for stat, value in phase_stats(a, lo, hi).items():
+            row[f"{phase}_{stat}"] = value
+    before = row["before_offered"]
+    row["offered_ratio"] = row["during_offered"] / before * 100 if before and before > 0 else math.nan
     if heal is None:
         row["note"] = "never healed"
         return row

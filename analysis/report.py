@@ -120,6 +120,10 @@ def fmt_pct(v: Any) -> str:
     return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{fmt_num(float(v), 3)} %"
 
 
+def fmt_rate(v: Any) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{fmt_num(float(v), 3)}"
+
+
 def fmt_bytes(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
@@ -168,7 +172,7 @@ def render_html(summary: dict[str, Any], chart_uris: dict[str, str], deltas: lis
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(num=fmt_num, ms=fmt_ms, secs=fmt_s, pct=fmt_pct, mib=fmt_bytes, utc=fmt_utc,
+    env.filters.update(num=fmt_num, ms=fmt_ms, secs=fmt_s, pct=fmt_pct, rate=fmt_rate, mib=fmt_bytes, utc=fmt_utc,
                        basename=lambda p: Path(str(p)).name, steady_state=steady_state_rows)
     marks: dict[tuple[str, str, str], Delta] = {}
     for d in deltas or []:

@@ -34,6 +34,7 @@ import yaml
 
 from analysis.loss import CATEGORIES, percent
 from analysis.measured import MeasuredRun
+from analysis.recovery import PHASE_STATS, PHASES
 
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
@@ -139,6 +140,26 @@ def measure_fault(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
     return _worst(values, t.op), detail
 
 
+def measure_fault_phase(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
+    """A phase's number (``during_p95``, ``before_offered``, ``offered_ratio`` ...) over the selected faults.
+
+    A phase with no samples has no number: it is left out, and with none left the check has no data.
+    """
+    faults = a.faults
+    if faults.empty or t.metric not in faults.columns:
+        return None, "no faults in chaos.jsonl"
+    sel = faults
+    if t.argument:
+        sel = faults[(faults["name"] == t.argument) | (faults["fault_id"] == t.argument)
+                     | (faults["action"] == t.argument)]
+        if sel.empty:
+            return None, f"no fault named {t.argument!r} (faults: {', '.join(map(str, faults['name'].unique()))})"
+    values = [float(v) for v in sel[t.metric] if not _missing(v)]
+    if not values:
+        return None, f"{len(sel)} fault(s), none with samples in that phase"
+    return _worst(values, t.op), f"{len(values)} fault(s)"
+
+
 def measure_burst_recovery(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
     """Time back to baseline after each burst; never back is infinite."""
     b = a.bursts
@@ -187,6 +208,14 @@ def measure_lag(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
     return _worst([float(v) for v in sel[column]], t.op), ", ".join(sel["consumer"].astype(str))
 
 
+PHASE_DIMENSIONS = {"offered": "rate", "achieved": "rate", "dropped": "count", "p50": "latency", "p95": "latency",
+                    "p99": "latency", "errors": "percent", "timeouts": "count"}
+PHASE_HELP = {"before": "the 30 s before the fault", "during": "while the fault was on",
+              "after": "the 30 s after the heal"}
+PHASE_STAT_HELP = {"offered": "arrivals per second, started or dropped", "achieved": "arrivals started per second",
+                   "dropped": "arrivals no user could start", "p50": "p50 latency from the intended start",
+                   "p95": "p95 latency from the intended start", "p99": "p99 latency from the intended start",
+                   "errors": "failed samples, % of those started", "timeouts": "samples that timed out"}
 _LAT = "a sample name, a request type (kafka/http/e2e) or nothing for all samples"
 _FAULT = "a fault name, id or action, or nothing"
 METRICS: dict[str, MetricSpec] = {
@@ -208,6 +237,11 @@ METRICS: dict[str, MetricSpec] = {
                                 measure_fault),
     "fault_errors": MetricSpec("percent", _FAULT, "error rate while the fault was active (worst fault)",
                                measure_fault),
+    **{f"{phase}_{stat}": MetricSpec(PHASE_DIMENSIONS[stat], _FAULT, f"{PHASE_HELP[phase]}: {PHASE_STAT_HELP[stat]}",
+                                     measure_fault_phase)
+       for phase in PHASES for stat in PHASE_STATS},
+    "offered_ratio": MetricSpec("percent", _FAULT, "offered rate during the fault, % of the rate before it "
+                                "(an open-model load keeps offering: near 100 %)", measure_fault_phase),
     "burst_recovery": MetricSpec("duration", "", "time back to baseline after a burst (worst burst)",
                                  measure_burst_recovery),
     "degradation": MetricSpec("percent", _LAT, "p95 increase, last window vs first window of the run",

@@ -23,7 +23,10 @@ import gevent.lock
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
+import gevent.pool
+
 from harness.adapter import SystemAdapter
+from harness.arrivals import ArrivalClock
 from harness.kafka import Bus
 from harness.recorder import Recorder
 from harness.stackenv import require, stack_env
@@ -73,6 +76,8 @@ class RunContext:
         self._recorder: Recorder | None = None
         self._bus: Bus | None = None
         self._bus_lock = gevent.lock.Semaphore()
+        self._clocks: dict[str, ArrivalClock] = {}
+        self.followers = gevent.pool.Group()  # users' e2e waits that outlive their task (RunMixin.follow_e2e)
 
     @property
     def owner(self) -> bool:
@@ -132,6 +137,30 @@ class RunContext:
                 if self._bus is None:
                     self._bus = Bus(bootstrap, self.adapter)
         return self._bus
+
+    def arrival_clock(self, user_class: type) -> ArrivalClock | None:
+        """This process's arrivals of one user class, when the run has a rate (``--rate``), else None."""
+        per_user = float(option(self.environment, "rate_per_user", 0) or 0)
+        if per_user <= 0:
+            return None
+        name = user_class.__name__
+        clock = self._clocks.get(name)
+        if clock is None:
+            lateness = float(option(self.environment, "max_lateness", 1.0))
+            clock = self._clocks[name] = ArrivalClock(name, per_user, lateness, self._dropped)
+        return clock
+
+    def _dropped(self, name: str, intended: float) -> None:
+        """An arrival nobody took: a failed ``dropped`` sample at its intended start (Locust counts it too)."""
+        self.environment.events.request.fire(
+            request_type="dropped", name=name, response_time=0.0, response_length=0,
+            exception=Exception(f"dropped: no free {name} within {self._clocks[name].max_lateness_s:g} s"),
+            context={"ts_start": intended, "ts_intended": intended, "key": None}, start_time=intended,
+            response=None, url=None)
+
+    def stop_arrivals(self) -> None:
+        for clock in self._clocks.values():
+            clock.stop()
 
     def close_bus(self) -> None:
         bus, self._bus = self._bus, None

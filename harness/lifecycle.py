@@ -14,6 +14,7 @@ the locustfile.
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import importlib.metadata as md
 import logging
@@ -31,6 +32,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from harness import drain
 from harness.adapter import SystemAdapter
 from harness.aio import bridge
+from harness.arrivals import rate_per_user
 from harness.context import ATTRIBUTE, RunContext, namespace_for, new_run_id, option
 
 log = logging.getLogger("bridgestorm")
@@ -56,7 +58,12 @@ def add_options(parser: Any) -> None:
     g.add_argument("--drain", type=float, default=10.0, help="max seconds to wait, after the load, until "
                    "every acknowledged item is stored (the truth is read then; what is missing counts as lost)")
     g.add_argument("--rate", type=float, default=0.0, include_in_web_ui=True,
-                   help="fixed-rate mode: requests/s per user; records intended start times")
+                   help="open model: the run's arrivals per second over its open-model users (0: closed loop); "
+                        "latency counts from each arrival's intended start")
+    g.add_argument("--max-lateness", type=float, default=1.0,
+                   help="an arrival no user could start within this many seconds is dropped (a 'dropped' sample)")
+    g.add_argument("--rate-per-user", type=float, default=0.0, include_in_web_ui=False,
+                   help=argparse.SUPPRESS)  # set by the run's owner from --rate, sent to workers
     g.add_argument("--e2e-timeout", type=float, default=0.0,
                    help="seconds to wait for a result event (0: each user's default); a timeout is a failure")
     g.add_argument("--namespace", default="", help="tenant for everything sent (default bs-<run-id>)")
@@ -202,7 +209,7 @@ class Hooks:
         if isinstance(runner, WorkerRunner):
             runner.register_message(FINISH, _worker_finish)
         elif isinstance(runner, MasterRunner):
-            runner.register_message(FINISHED, lambda env, msg, **_: self.finished.add(msg.node_id))
+            runner.register_message(FINISHED, lambda environment, msg, **_: self.finished.add(msg.node_id))
         if not ctx.owner or environment.parsed_options is None:
             return
         opts = environment.parsed_options
@@ -231,6 +238,9 @@ class Hooks:
             ctx.join()
             return
         ctx.publish_options()
+        opts = environment.parsed_options
+        opts.rate_per_user = rate_per_user(float(opts.rate or 0), list(environment.user_classes),
+                                           getattr(opts, "num_users", None))
         ctx.started_at = ctx.started_at or time.time()
         _write_run_info(ctx)
         ref = option(environment, "chaos")  # the web UI's form may have named another one
@@ -244,6 +254,8 @@ class Hooks:
 
     def on_test_stop(self, environment: Environment, **_: Any) -> None:
         ctx: RunContext = getattr(environment, ATTRIBUTE)
+        ctx.stop_arrivals()
+        _wait_for_followers(ctx)
         if ctx.owner:
             ctx.ended_at = time.time()
             if isinstance(environment.runner, MasterRunner):
@@ -301,9 +313,17 @@ class Hooks:
             if ctx.embedded:
                 from stack.embedded import down
 
-                log.info("stopping the embedded stack")
-                down(ctx.stack_state)
+                log.info("stopping the embedded stack (its logs are kept in stack/logs/)")
+                down(ctx.stack_state, keep_logs=Path(ctx.run_dir) / "stack" / "logs")
                 ctx.embedded = False
+
+
+def _wait_for_followers(ctx: RunContext, timeout: float = 30.0) -> None:
+    """The e2e waits still running when the users stopped record their results (each is bounded by its timeout)."""
+    if len(ctx.followers):
+        log.info("waiting for %d end-to-end result(s) still in flight", len(ctx.followers))
+        ctx.followers.join(timeout=timeout)
+        ctx.followers.kill(block=False)
 
 
 def _stop_chaos(ctx: RunContext) -> None:

@@ -17,29 +17,37 @@ from typing import Any
 from locust import User
 from locust.exception import StopUser
 
+import gevent
+
 from harness.adapter import Message
 from harness.aio import BridgeTimeout, Call
+from harness.arrivals import arrivals, is_open_model
 from harness.context import RunContext, option, run_context
 from harness.kafka import Bus
-from harness.pacing import Pacer
 
 
 class RunMixin:
-    """What every user of a run has: the run object, pacing, request events, ledger rows, events to send."""
+    """What every user of a run has: the run object, arrivals, request events, ledger rows, events to send.
+
+    A user class whose ``wait_time`` is ``harness.arrivals.arrivals`` is open-model: with ``--rate`` it
+    takes the run's arrivals (harness/arrivals.py) instead of looping on its own answers.
+    """
 
     environment: Any
     run: RunContext
-    pacer: Pacer | None = None
+    ts_intended: float | None = None  # the intended start of the arrival this user took
     e2e_timeout_s: float = 10.0
 
     def run_start(self) -> None:
-        """Call first in ``on_start``: joins the run and applies ``--rate`` and ``--e2e-timeout``."""
+        """Call first in ``on_start``: joins the run, applies ``--e2e-timeout`` and waits for the first arrival."""
         self.run = run_context(self.environment)
-        rate = float(option(self.environment, "rate", 0) or 0)
-        self.pacer = Pacer(rate) if rate > 0 else None
         e2e_timeout = float(option(self.environment, "e2e_timeout", 0) or 0)
         if e2e_timeout > 0:
             self.e2e_timeout_s = e2e_timeout
+        clock = self.run.arrival_clock(type(self)) if is_open_model(type(self)) else None
+        if clock is not None:
+            clock.join()
+            gevent.sleep(arrivals(self))  # the first task starts at an arrival too
 
     def service_url(self, variable: str) -> str:
         """A service's base URL from the stack's environment, e.g. ``STAMPING_URL``."""
@@ -54,8 +62,15 @@ class RunMixin:
                                       metadata=metadata)
 
     def intended(self) -> float | None:
-        """In fixed-rate mode, wait for this request's slot and return its intended start; else None."""
-        return self.pacer.next() if self.pacer is not None else None
+        """The intended start of the request this task makes (open model with ``--rate``), else None."""
+        ts, self.ts_intended = self.ts_intended, None
+        return ts
+
+    def run_stop(self) -> None:
+        """Call in ``on_stop``: an open-model user leaves its class's arrivals."""
+        clock = self.run.arrival_clock(type(self)) if is_open_model(type(self)) else None
+        if clock is not None:
+            clock.leave()
 
     def fire(self, type: str, name: str, ts_start: float, latency_ms: float, *, length: int = 0,
              error: BaseException | str | None = None, key: str | None = None,
@@ -94,6 +109,23 @@ class RunMixin:
         self.fire("e2e", e2e_name, ts, (end - t0) * 1000.0, error=error, key=corr, ts_intended=ts_intended)
         return result
 
+    def follow_e2e(self, bus: Bus, waiting: Call, corr: str, e2e_name: str, ts: float, t0: float,
+                   ts_intended: float | None, timeout: float, error: str | None = None,
+                   then: Any = None) -> None:
+        """``wait_e2e`` in a greenlet of its own, so this user is free for the next arrival at once.
+
+        An open-model user that waited for every result would stop taking arrivals exactly
+        while the system is slow. ``then(result)`` runs after the e2e sample (e.g. a GET that
+        confirms the result). The run waits for its followers at test stop (bounded by their
+        timeouts), so no result is left unrecorded.
+        """
+        def follow() -> None:
+            result = self.wait_e2e(bus, waiting, corr, e2e_name, ts, t0, ts_intended, timeout, error)
+            if then is not None and result is not None:
+                then(result)
+
+        self.run.followers.spawn(follow)
+
 
 class KafkaUser(RunMixin, User):
     """A user that publishes through this process's bus and waits for results by correlation id."""
@@ -104,6 +136,9 @@ class KafkaUser(RunMixin, User):
     def on_start(self) -> None:
         self.run_start()
         self.bus: Bus = self.run.bus()
+
+    def on_stop(self) -> None:
+        self.run_stop()
 
     def publish(self, message: Message, *, name: str, ledger: tuple[str, str] | None = None,
                 ts_intended: float | None = None) -> bool:

@@ -231,8 +231,13 @@ def _wait_until_ready(state: StackState, options: StackOptions) -> None:
         raise StackError(f"nodes not ready after {options.ready_timeout_s:.0f}s: {sorted(pending)}\n{details}")
 
 
-def down(state_path: str | None = None, progress: Progress = lambda msg: None) -> list[str]:
-    """Stop exactly what the state file says the stack started; returns the names stopped."""
+def down(state_path: str | None = None, progress: Progress = lambda msg: None,
+         keep_logs: str | os.PathLike[str] | None = None) -> list[str]:
+    """Stop exactly what the state file says the stack started; returns the names stopped.
+
+    ``keep_logs``: a folder the parts' logs are copied into once everything has stopped (the
+    stack's own folder, data and logs, is removed): a run keeps what its system said.
+    """
     state_file = StateFile(state_path)
     if not state_file.exists():
         return []
@@ -253,6 +258,9 @@ def down(state_path: str | None = None, progress: Progress = lambda msg: None) -
             stopped.append(name)
         progress(f"stopped {name}")
     state_file.remove()
+    logs = Path(state.run_dir) / "logs"
+    if keep_logs is not None and logs.is_dir():
+        shutil.copytree(logs, keep_logs, dirs_exist_ok=True)
     shutil.rmtree(state.run_dir, ignore_errors=True)
     return stopped
 

@@ -141,6 +141,7 @@ ARGUMENTS = {
     thresholds.measure_samples: "POST /stamp",
     thresholds.measure_loss: "workflow",
     thresholds.measure_fault: "broker-kill",
+    thresholds.measure_fault_phase: "broker-kill",
     thresholds.measure_degradation: "POST /stamp",
     thresholds.measure_memory_growth: "reducer",
     thresholds.measure_lag: "db-adapter",

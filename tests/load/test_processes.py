@@ -6,6 +6,8 @@ def test_two_processes_merge_completely(run_locust):
     run = run_locust("bridge.py", "--processes", "2", "-u", "6", "-r", "6", "-t", "6s", "--no-report",
                      timeout=180)
     assert run.run_dir.joinpath("run.json").is_file(), run.output[-3000:]
+    # every worker finished before the quit, as the master asked (harness/lifecycle.py _finish_workers)
+    assert "did not report their end" not in run.output and "Uncaught exception" not in run.output, run.output[-3000:]
     samples = run.samples()
     stats = run.locust_stats()
     # both worker processes wrote their own files

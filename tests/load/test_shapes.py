@@ -1,5 +1,5 @@
-"""Load shapes against the real stack: a burst is journalled and fully registered; fixed-rate mode
-records intended start times next to actual ones; shapes honour -t."""
+"""Load shapes against the real stack: a burst is journalled and fully registered; a node's heartbeats
+keep their intended start times next to the actual ones; shapes honour -t."""
 from __future__ import annotations
 
 import json
@@ -19,14 +19,14 @@ def test_burst_registers_every_node_and_is_journalled(run_locust):
     assert s["ts_start"].max() - s["ts_start"].min() < 7  # -t honoured by the shape
 
 
-def test_fixed_rate_records_intended_start(run_locust):
-    run = run_locust("introspection.py", "-u", "2", "-r", "2", "-t", "4s", "--rate", "20", "--no-report")
+def test_node_heartbeats_keep_their_intended_start(run_locust):
+    run = run_locust("introspection.py", "-u", "2", "-r", "2", "-t", "4s", "--heartbeat", "0.05", "--no-report")
     s = run.samples()
     hb = s[s["name"] == "NODE_HEARTBEAT"].copy()
     assert len(hb) > 40 and hb["ts_intended"].notna().all(), run.output[-3000:]
-    # the actual start is never before the intended one, and slots are 1/rate apart per user
+    # the actual start is never before the intended one, and slots are one interval apart per node
     assert (hb["ts_start"] >= hb["ts_intended"] - 0.002).all()
-    # two users at 20/s each: every pair of consecutive slots spans one user's interval (50 ms)
+    # two nodes at 20/s each: every pair of consecutive slots spans one node's interval (50 ms)
     gaps = pd.Series(sorted(hb["ts_intended"])).diff().dropna()
     pairs = gaps.rolling(2).sum().dropna()
     assert abs(pairs.median() - 0.05) < 0.005

@@ -2,8 +2,10 @@
 
 It introspects on start and waits for its registration, re-sending the same
 event (same event id, same correlation id) until it sees it, as a real node
-must when the bus loses a message; then it heartbeats, and introspects again
-whenever the registry asks (REGISTRY_REQUEST_INTROSPECTION).
+must when the bus loses a message; then it heartbeats on its own clock
+(every ``--heartbeat`` seconds, each beat with its intended start, whatever
+the run's ``--rate``), and introspects again whenever the registry asks
+(REGISTRY_REQUEST_INTROSPECTION).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from locust import events, task
 
 from adapters.bridge.adapter import TOPICS, EventType
 from harness.context import option
+from harness.pacing import Pacer
 from harness.users import KafkaUser
 
 _ids = itertools.count()
@@ -56,6 +59,8 @@ class NodeUser(KafkaUser):
         if float(option(self.environment, "e2e_timeout", 0) or 0) > 0:
             self.register_timeout_s = self.e2e_timeout_s
         self.heartbeat_interval_s = float(option(self.environment, "heartbeat", self.heartbeat_interval_s))
+        # a node heartbeats on its own clock, whatever the run's --rate: each beat keeps its intended time
+        self.pacer = Pacer(1.0 / self.heartbeat_interval_s)
         _nodes.add(self)
         if id(self.bus) not in _listening:
             _listening.add(id(self.bus))
@@ -64,6 +69,7 @@ class NodeUser(KafkaUser):
 
     def on_stop(self) -> None:
         _nodes.discard(self)
+        super().on_stop()
 
     def register(self) -> bool:
         """Introspect until NODE_REGISTERED with our correlation id is seen (each wait is one e2e sample)."""
@@ -88,15 +94,15 @@ class NodeUser(KafkaUser):
 
     @task
     def heartbeat(self) -> None:
-        ts_intended = self.intended()
+        """One heartbeat at this node's next slot; a re-introspection request is answered as soon as it comes."""
+        intended = self.pacer.slot()
+        self.reintrospect.wait(max(0.0, intended - time.time()))
         if self.reintrospect.is_set():
             self.reintrospect.clear()
             self.registered = self.register()
+            gevent.sleep(max(0.0, intended - time.time()))
         payload = {"node_id": self.node_id, "uptime_s": round(time.monotonic() - self.started, 3),
                    "active_operations": 0}
         message = self.event(EventType.NODE_HEARTBEAT, payload, topic=TOPICS.heartbeat, key=self.node_id,
                              source=self.node_id)
-        self.publish(message, name=EventType.NODE_HEARTBEAT.value, ts_intended=ts_intended)
-        if ts_intended is None:
-            # wake early when the registry asks for a re-introspection
-            self.reintrospect.wait(self.heartbeat_interval_s)
+        self.publish(message, name=EventType.NODE_HEARTBEAT.value, ts_intended=intended)

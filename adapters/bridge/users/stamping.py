@@ -17,6 +17,7 @@ from blake3 import blake3
 from locust import FastHttpUser, events, task
 
 from adapters.bridge.adapter import EventType
+from harness.arrivals import arrivals
 from harness.context import option
 from harness.users import RunMixin
 
@@ -34,6 +35,9 @@ class StampingUser(RunMixin, FastHttpUser):
     follow_bus: bool = True
     e2e_timeout_s: float = 10.0
     host = "http://127.0.0.1"  # replaced by the stack's STAMPING_URL at start
+    wait_time = arrivals  # open model with --rate (harness/arrivals.py)
+    network_timeout = 10.0  # a stuck node is a failed request after this, not a user stuck for a minute
+    connection_timeout = 5.0
 
     def on_start(self) -> None:
         self.run_start()
@@ -43,6 +47,9 @@ class StampingUser(RunMixin, FastHttpUser):
             self.sizes = [int(s) for s in str(sizes).split(",") if s.strip()]
         self.bus = self.run.bus() if self.follow_bus else None
         self.hashes: list[str] = []
+
+    def on_stop(self) -> None:
+        self.run_stop()
 
     @task(3)
     def stamp(self) -> None:
@@ -79,8 +86,8 @@ class StampingUser(RunMixin, FastHttpUser):
             self.hashes.append(digest)
             del self.hashes[:-100]
         if waiting is not None:
-            self.wait_e2e(self.bus, waiting, corr, "stamp→stamped", ts, t0, ts_intended, self.e2e_timeout_s,
-                          error=None if acked else "stamp not acknowledged")
+            self.follow_e2e(self.bus, waiting, corr, "stamp→stamped", ts, t0, ts_intended, self.e2e_timeout_s,
+                            error=None if acked else "stamp not acknowledged")
 
     @task(1)
     def query(self) -> None:

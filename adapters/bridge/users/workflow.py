@@ -15,6 +15,7 @@ from typing import Any
 from locust import FastHttpUser, events, task
 
 from adapters.bridge.adapter import EventType
+from harness.arrivals import arrivals
 from harness.context import option
 from harness.users import RunMixin
 
@@ -33,6 +34,9 @@ class WorkflowUser(RunMixin, FastHttpUser):
     check_with_get: bool = True
     e2e_timeout_s: float = 15.0
     host = "http://127.0.0.1"  # replaced by the stack's ORCHESTRATOR_URL at start
+    wait_time = arrivals  # open model with --rate (harness/arrivals.py)
+    network_timeout = 10.0  # a stuck node is a failed request after this, not a user stuck for a minute
+    connection_timeout = 5.0
 
     def on_start(self) -> None:
         self.run_start()
@@ -41,6 +45,9 @@ class WorkflowUser(RunMixin, FastHttpUser):
         if ratio is not None:
             self.intelligence_ratio = float(ratio)
         self.bus = self.run.bus()
+
+    def on_stop(self) -> None:
+        self.run_stop()
 
     @task
     def workflow(self) -> None:
@@ -64,18 +71,20 @@ class WorkflowUser(RunMixin, FastHttpUser):
                     resp.success()
         finally:
             self.ledger("workflow", workflow_id, ts, acked)
-        name = "workflow→completed"
-        result = self.wait_e2e(self.bus, waiting, corr, name, ts, t0, ts_intended, self.e2e_timeout_s,
-                               error=None if acked else "workflow not accepted")
-        if result is not None and self.check_with_get:
-            with self.client.get(f"{self.base}/workflows/{workflow_id}", name="GET /workflows/{id}",
-                                 catch_response=True, context={"ts_start": time.time(), "key": corr}) as resp:
-                state = None
-                try:
-                    state = resp.json().get("state")
-                except Exception:  # noqa: BLE001
-                    pass
-                if resp.status_code != 200 or state != "completed":
-                    resp.failure(f"status {resp.status_code}, state {state!r}")
-                else:
-                    resp.success()
+        self.follow_e2e(self.bus, waiting, corr, "workflow→completed", ts, t0, ts_intended, self.e2e_timeout_s,
+                        error=None if acked else "workflow not accepted",
+                        then=(lambda _: self.confirm(workflow_id, corr)) if self.check_with_get else None)
+
+    def confirm(self, workflow_id: str, corr: str) -> None:
+        """GET /workflows/{id} after the completion event: the orchestrator says completed too."""
+        with self.client.get(f"{self.base}/workflows/{workflow_id}", name="GET /workflows/{id}",
+                             catch_response=True, context={"ts_start": time.time(), "key": corr}) as resp:
+            state = None
+            try:
+                state = resp.json().get("state")
+            except Exception:  # noqa: BLE001
+                pass
+            if resp.status_code != 200 or state != "completed":
+                resp.failure(f"status {resp.status_code}, state {state!r}")
+            else:
+                resp.success()
