@@ -13,7 +13,11 @@ particular system:
    correlation id;
 3. how to read the truth after the drain: one SQL query per ledger kind on
    the stack's ``DATABASE_URL`` (``truth_queries``), or a coroutine of your
-   own (override ``read_truth``) for any other store;
+   own (override ``read_truth``) for any other store. The truth holds what
+   is stored under the run's namespace *and* every item the run sent, by
+   its id, whatever namespace it was stored under: the loss accounting can
+   then see items never sent (unexpected) and items stored under another
+   tenant (leaked);
 4. which addresses its users need from the stack's environment
    (``env_keys``, e.g. ``ORDERS_URL``).
 
@@ -53,10 +57,14 @@ class Result:
 
 @dataclass(frozen=True)
 class TruthQuery:
-    """How one ledger kind is found in the store: ``sql`` returns (item_id, namespace, count) rows for ``$1``.
+    """How one ledger kind is found in the store: ``sql`` returns (item_id, namespace, count) rows.
 
-    ``count`` is how many times the item is stored where once is required
-    (the analysis counts an item stored more than once as duplicated).
+    ``$1`` is the run's namespace, ``$2`` (``text[]``) the ids of every item
+    of this kind the run sent: return the items stored under ``$1`` and the
+    items of ``$2`` wherever they are stored. ``count`` is how many times the
+    item took effect where once is required (the analysis counts an item
+    stored more than once as duplicated): count an effect no unique key
+    prevents, or a duplicate can never show.
     """
 
     source: str  # the table (or store) the rows come from, shown in the report
@@ -98,9 +106,10 @@ class SystemAdapter:
         """The ledger kinds the truth can be read for (other kinds are left out of the drain's wait)."""
         return set(self.truth_queries)
 
-    async def read_truth(self, env: Mapping[str, str], namespace: str,
-                         kinds: Collection[str] | None = None) -> list[dict[str, Any]]:
-        """Every stored item of ``namespace`` as truth rows (rundir's TRUTH_SCHEMA): by default ``truth_queries``."""
+    async def read_truth(self, env: Mapping[str, str], namespace: str, kinds: Collection[str] | None = None,
+                         sent: Mapping[str, Collection[str]] | None = None) -> list[dict[str, Any]]:
+        """Truth rows (rundir's TRUTH_SCHEMA): the items of ``namespace``, and ``sent`` (kind -> item ids) wherever
+        they are stored. By default ``truth_queries``."""
         if not self.truth_queries:
             return []
         url = env.get("DATABASE_URL")
@@ -112,7 +121,8 @@ class SystemAdapter:
             for kind, query in self.truth_queries.items():
                 if kinds is not None and kind not in kinds:
                     continue
-                for item_id, ns, count in await conn.fetch(query.sql, namespace):
+                ids = sorted((sent or {}).get(kind, ()))
+                for item_id, ns, count in await conn.fetch(query.sql, namespace, ids):
                     rows.append({"kind": kind, "item_id": item_id, "namespace": ns, "count": count,
                                  "source": query.source})
             return rows

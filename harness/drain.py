@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 async def drain_and_read(adapter: SystemAdapter, env: Mapping[str, str], namespace: str, drain_s: float,
                          kinds: Collection[str] | None = None, settle_s: float = 1.5,
-                         expected: set[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+                         expected: set[tuple[str, str]] | None = None,
+                         sent: Mapping[str, Collection[str]] | None = None) -> list[dict[str, Any]]:
     """Poll until the truth holds every ``expected`` (kind, item_id) and has not changed for ``settle_s``.
 
     ``expected`` is what the load saw acknowledged (the ledger): a quiet
@@ -37,7 +38,7 @@ async def drain_and_read(adapter: SystemAdapter, env: Mapping[str, str], namespa
     last: list[tuple[str, str, int]] | None = None
     stable_since = time.monotonic()
     while True:
-        rows = await adapter.read_truth(env, namespace, kinds)
+        rows = await adapter.read_truth(env, namespace, kinds, sent)
         key = sorted((r["kind"], r["item_id"], r["count"]) for r in rows)
         if last is None or key != last:
             last, stable_since = key, time.monotonic()
@@ -60,15 +61,21 @@ def missing_items(expected: set[tuple[str, str]] | None, rows: list[dict[str, An
     return expected - {(r["kind"], r["item_id"]) for r in rows}
 
 
-def acknowledged(run_dir: str, kinds: Collection[str]) -> set[tuple[str, str]]:
-    """(kind, item_id) of every acknowledged ledger row on disk, of the kinds the truth reads."""
+def ledger_items(run_dir: str, kinds: Collection[str]) -> tuple[set[tuple[str, str]], dict[str, set[str]]]:
+    """From the ledger on disk, of the kinds the truth reads: the acknowledged (kind, item_id) pairs, and
+    every item sent per kind (acknowledged or not: the truth looks each up wherever it was stored)."""
     table = read_folder(run_dir, "ledger", columns=["kind", "item_id", "acked"])
+    acked_items: set[tuple[str, str]] = set()
+    sent: dict[str, set[str]] = {}
     if table is None:
-        return set()
+        return acked_items, sent
     wanted = set(kinds)
-    return {(kind, item_id) for kind, item_id, acked in zip(*(table.column(c).to_pylist() for c in
-                                                               ("kind", "item_id", "acked")))
-            if acked and kind in wanted}
+    for kind, item_id, acked in zip(*(table.column(c).to_pylist() for c in ("kind", "item_id", "acked"))):
+        if kind in wanted:
+            sent.setdefault(kind, set()).add(item_id)
+            if acked:
+                acked_items.add((kind, item_id))
+    return acked_items, sent
 
 
 def write(run_dir: str, rows: list[dict[str, Any]]) -> None:

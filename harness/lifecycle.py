@@ -338,9 +338,9 @@ def _drain(ctx: RunContext, drain_s: float) -> None:
     if not kinds:
         return
     log.info("draining (up to %.0f s) and reading the truth", drain_s)
-    expected = drain.acknowledged(ctx.run_dir, kinds)
-    rows = bridge().run(drain.drain_and_read(ctx.adapter, ctx.env, ctx.namespace, drain_s, expected=expected),
-                        timeout=drain_s + 60)
+    expected, sent = drain.ledger_items(ctx.run_dir, kinds)
+    rows = bridge().run(drain.drain_and_read(ctx.adapter, ctx.env, ctx.namespace, drain_s, expected=expected,
+                                             sent=sent), timeout=drain_s + 60)
     drain.write(ctx.run_dir, rows)
 
 

@@ -12,19 +12,29 @@ their ``correlation_id``; a malformed message is skipped (the nodes
 dead-letter it). Envelopes are read with orjson, not pydantic: the observer
 must keep up with the whole bus.
 
-Truth, per ledger kind, for one namespace (``$1``):
+Truth, per ledger kind: every item stored under the run's namespace (``$1``,
+so items never sent are *unexpected*) and every item the run sent, found by
+its id in whatever namespace it was stored (``$2``, so an item stored under
+another tenant is a *leak*). ``count`` counts an effect that no unique key
+prevents, so a duplicate can show:
 
 - ``workflow``: ``workflow_executions``, counted once per WORKFLOW_COMPLETED
   the database adapter logged for it (a workflow completed twice is a
   duplicate);
-- ``stamp``: ``metadata_stamps`` by hash, without the orchestrator's own
-  stamps of workflow content;
-- ``introspection``: ``node_registrations`` by node id;
-- ``event``: heartbeats in ``event_logs``;
+- ``stamp``: ``metadata_stamps`` by hash, counted once per METADATA_STAMPED
+  event logged for it (without the orchestrator's own stamps of workflow
+  content);
+- ``introspection``: ``node_registrations`` by node id; the registry's
+  ``introspections`` counter beyond the distinct introspection events logged
+  for the node is a duplicate application (an introspection the broker lost
+  before the database adapter logged it would look like one too);
+- ``event``: heartbeats in ``event_logs`` (stored once by its primary key:
+  a duplicate cannot show);
 - ``adapter-event``: EventBatchUser's raw events in ``event_logs`` (told
   from other events by their metadata mark);
 - ``dead-letter``: EventBatchUser's malformed messages in ``dead_letters``,
-  found by their key ``<namespace>/dlq/<uuid>`` (the table has no namespace).
+  found by their key ``<namespace>/dlq/<uuid>`` (the table has no namespace:
+  the key's prefix is taken as it).
 """
 from __future__ import annotations
 
@@ -50,24 +60,40 @@ TRUTH: dict[str, TruthQuery] = {
                GREATEST(1, (SELECT count(*) FROM event_logs e
                             WHERE e.event_type = 'WORKFLOW_COMPLETED' AND e.namespace = w.namespace
                               AND e.key = w.workflow_id::text))::bigint
-        FROM workflow_executions w WHERE w.namespace = $1"""),
-    "stamp": TruthQuery("metadata_stamps",
-                        "SELECT file_hash, namespace, count(*)::bigint FROM metadata_stamps WHERE namespace = $1 "
-                        "AND NOT (metadata ? 'workflow_id') GROUP BY file_hash, namespace"),
-    "introspection": TruthQuery("node_registrations",
-                                "SELECT node_id, namespace, 1::bigint FROM node_registrations WHERE namespace = $1"),
+        FROM workflow_executions w
+        WHERE w.namespace = $1 OR w.workflow_id::text = ANY($2::text[])"""),
+    "stamp": TruthQuery("metadata_stamps", """
+        SELECT s.file_hash, s.namespace,
+               GREATEST(1, (SELECT count(*) FROM event_logs e
+                            WHERE e.event_type = 'METADATA_STAMPED' AND e.namespace = s.namespace
+                              AND e.key = s.file_hash))::bigint
+        FROM metadata_stamps s
+        WHERE (s.namespace = $1 OR s.file_hash = ANY($2::text[])) AND NOT (s.metadata ? 'workflow_id')"""),
+    "introspection": TruthQuery("node_registrations", """
+        SELECT r.node_id, r.namespace,
+               (1 + GREATEST(0, r.introspections - (SELECT count(DISTINCT e.event_id) FROM event_logs e
+                                                     WHERE e.event_type = 'NODE_INTROSPECTION'
+                                                       AND e.key = r.node_id)))::bigint
+        FROM node_registrations r
+        WHERE r.namespace = $1 OR r.node_id = ANY($2::text[])"""),
+    # a raw heartbeat is stored once by construction (event_logs' primary key), and the registry's heartbeat
+    # counter cannot be pinned on single events of a broker that loses messages: no duplicate can show here
     "event": TruthQuery("event_logs",
                         "SELECT event_id::text, namespace, 1::bigint FROM event_logs "
-                        "WHERE namespace = $1 AND event_type = 'NODE_HEARTBEAT'"),
-    # event_id is event_logs' primary key, so a count above 1 cannot happen there: a re-sent event is one row
+                        "WHERE event_type = 'NODE_HEARTBEAT' AND (namespace = $1 OR event_id::text = ANY($2::text[]))"),
+    # event_id is event_logs' primary key and the database adapter has no other effect, so an adapter event
+    # cannot be stored twice: its re-sends are checked by EventBatchUser's batch→idempotent check instead
     "adapter-event": TruthQuery("event_logs",
                                 "SELECT event_id::text, namespace, 1::bigint FROM event_logs "
-                                f"WHERE namespace = $1 AND metadata->>'load' = '{LOAD_MARK}'"),
+                                f"WHERE (namespace = $1 OR event_id::text = ANY($2::text[])) "
+                                f"AND metadata->>'load' = '{LOAD_MARK}'"),
     "dead-letter": TruthQuery("dead_letters", f"""
-        SELECT convert_from(key, 'UTF8'), $1::text, count(*)::bigint FROM dead_letters
+        SELECT convert_from(key, 'UTF8'), split_part(convert_from(key, 'UTF8'), '/dlq/', 1), count(*)::bigint
+        FROM dead_letters
         WHERE consumer = '{GROUP_DB_ADAPTER}' AND reason <> ''
-          AND substr(key, 1, octet_length(convert_to($1::text || '/dlq/', 'UTF8')))
-              = convert_to($1::text || '/dlq/', 'UTF8')
+          AND (substr(key, 1, octet_length(convert_to($1::text || '/dlq/', 'UTF8')))
+                 = convert_to($1::text || '/dlq/', 'UTF8')
+               OR convert_from(key, 'UTF8') = ANY($2::text[]))
         GROUP BY key"""),
 }
 

@@ -39,12 +39,15 @@ class OrderDeskAdapter(SystemAdapter):
     def truth_kinds(self) -> set[str]:
         return {"order"}
 
-    async def read_truth(self, env: Mapping[str, str], namespace: str,
-                         kinds: Collection[str] | None = None) -> list[dict[str, Any]]:
-        """Every order the desk stored for this namespace, and how many times it stored it."""
+    async def read_truth(self, env: Mapping[str, str], namespace: str, kinds: Collection[str] | None = None,
+                         sent: Mapping[str, Collection[str]] | None = None) -> list[dict[str, Any]]:
+        """Every order the desk stored for this namespace or the run sent, and how many times it stored it."""
+        ids = list((sent or {}).get("order", ()))
         db = sqlite3.connect(env["ORDER_DESK_STORE"])
         try:
-            rows = db.execute("SELECT order_id, namespace, times FROM orders WHERE namespace = ?", (namespace,))
+            marks = ",".join("?" * len(ids))
+            rows = db.execute(f"SELECT order_id, namespace, times FROM orders WHERE namespace = ? "
+                              f"OR order_id IN ({marks or 'NULL'})", (namespace, *ids))
             return [{"kind": "order", "item_id": order_id, "namespace": ns, "count": times, "source": "orders"}
                     for order_id, ns, times in rows]
         finally:
