@@ -13,6 +13,7 @@ Two latencies per sample:
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,12 +177,18 @@ class Metrics:
     _cache: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
 
     def selection(self, selector: str | None) -> pd.DataFrame | None:
-        """Samples a selector means: a sample name, else a request type, else ``*``/None for all; None if unknown."""
+        """Samples a selector means: a sample name, else a request type, else names matching a pattern
+        (``workflow→completed*``), ``*``/None for all; None if unknown."""
         s = self.samples
         if selector in (None, "", "*", "all"):
             return s
-        if selector in set(self.names["name"].astype(str)):
+        names = set(self.names["name"].astype(str))
+        if selector in names:
             return s[s["name"] == selector]
+        if any(c in selector for c in "*?["):
+            matched = [n for n in names if fnmatch.fnmatchcase(n, selector)]
+            if matched:
+                return s[s["name"].isin(matched)]
         if selector in set(self.names["type"].astype(str)):
             return s[s["type"] == selector]
         if ":" in selector:  # "type:name" when a name exists under several types

@@ -62,8 +62,9 @@ def test_workflow_user_completes(run_locust, stack):
     run = run_locust("workflows.py", "-u", "2", "-r", "2", "-t", "5s", "--intelligence", "0.5")
     _ok(run)
     s = run.samples()
-    done = s[s["name"] == "workflow→completed"]
+    done = s[s["name"].isin(["workflow→completed", "workflow→completed with intelligence"])]
     assert len(done) > 3 and done["ok"].all(), run.output[-3000:]
+    assert set(done["name"]) == {"workflow→completed", "workflow→completed with intelligence"}  # half each
     assert (s[s["name"] == "POST /workflows"]["ok"]).all()
     assert (s[s["name"] == "GET /workflows/{id}"]["ok"]).all()
     stored = _correlations_stored(stack.env["DATABASE_URL"], "WORKFLOW_COMPLETED", list(done["key"]))
@@ -77,7 +78,7 @@ def test_workflow_user_completes(run_locust, stack):
 
 def test_timeout_is_a_failure(run_locust):
     run = run_locust("workflows.py", "-u", "1", "-r", "1", "-t", "3s", "--e2e-timeout", "0.001",
-                     "--no-report")
+                     "--intelligence", "0", "--no-report")
     s = run.samples()
     done = s[s["name"] == "workflow→completed"]
     assert len(done) >= 1 and not done["ok"].any()

@@ -1,7 +1,10 @@
 """WorkflowUser: submits workflows (202), follows them to completion on the bus and through GET.
 
 ``workflow→completed`` runs from the submit to the WORKFLOW_COMPLETED event
-with our correlation id (WORKFLOW_FAILED or a timeout is a failure). The
+with our correlation id (WORKFLOW_FAILED or a timeout is a failure); a
+workflow that asks the intelligence service is ``workflow→completed with
+intelligence``, since the seeds hold the two to different limits (50 ms and
+150 ms). ``workflow→completed*`` selects both. The
 workflow id is chosen here, so the ledger knows it even when no 202 came back.
 """
 from __future__ import annotations
@@ -71,7 +74,8 @@ class WorkflowUser(RunMixin, FastHttpUser):
                     resp.success()
         finally:
             self.ledger("workflow", workflow_id, ts, acked)
-        self.follow_e2e(self.bus, waiting, corr, "workflow→completed", ts, t0, ts_intended, self.e2e_timeout_s,
+        name = "workflow→completed with intelligence" if use_intelligence else "workflow→completed"
+        self.follow_e2e(self.bus, waiting, corr, name, ts, t0, ts_intended, self.e2e_timeout_s,
                         error=None if acked else "workflow not accepted",
                         then=(lambda _: self.confirm(workflow_id, corr)) if self.check_with_get else None)
 
