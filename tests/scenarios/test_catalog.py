@@ -1,14 +1,15 @@
 """Every catalog scenario runs, in a short form, through Locust's own command line to a report.
 
 A short run on a shared CI machine cannot promise the seeds' latencies, so
-the exit code may be 1 (a threshold failed) but never an error; what must
-hold in any case: the run directory is complete and nothing the bridge
-acknowledged was lost, duplicated or leaked. Raw events that simulated nodes
-publish straight to the broker (kind `event`, heartbeats) are acknowledged by
-the embedded memory-only broker and die with it when a scenario kills it:
-they are left out of the loss check (see analysis/thresholds/flagship.yaml).
-The drain waits for every acknowledged item (up to 20 s here) and ends as soon
-as they are all stored, so a slow machine gets time and a fast one loses none.
+those floors are printed, not asserted, and the exit code may be 1 for them.
+What must hold in any case, by name: every correctness threshold of the
+scenario's own set passes (loss, duplicates, leaks, unexpected items,
+recovery and drain times), and the run directory is complete. Raw events
+that simulated nodes publish straight to the broker (kind `event`,
+heartbeats) are acknowledged by the embedded memory-only broker and die with
+it when a scenario kills it: no threshold set holds them to zero loss (see
+analysis/thresholds/flagship.yaml). The drain waits for every acknowledged
+item (up to 20 s here) and ends as soon as they are all stored.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted(p.stem for p in (REPO / "scenarios").glob("*.conf"))
+# the thresholds that say whether the system held, whatever the machine's speed
+CORRECTNESS = {"lost", "duplicated", "leaked", "unexpected", "recovery", "drain_time"}
 # long enough for the scenario's first fault where it has one (the flagship: and for its recovery to show)
 SHORT_RUN = {"flagship": "36s", "resilience": "16s", "registration": "20s", "burst-recovery": "20s",
              "introspection-burst": "8s"}
@@ -43,14 +46,18 @@ def test_scenario_short_form(scenario, tmp_path):
     for part in ("run.json", "samples", "ledger", "truth", "analysis.json", "index.html"):
         assert (run_dir / part).exists(), f"{part} missing\n{tail}"
     analysis = json.loads((run_dir / "analysis.json").read_text())
-    totals = analysis["loss"]["totals"]
-    assert totals["sent"] > 0, tail
-    assert (totals["duplicated"], totals["leaked"]) == (0, 0), totals
-    lost = {k["kind"]: k["lost"] for k in analysis["loss"]["by_kind"] if k["kind"] != "event" and k["lost"]}
+    assert analysis["loss"]["totals"]["sent"] > 0, tail
+    assert json.loads((run_dir / "run.json").read_text())["scenario"] == scenario, tail
+    rows = analysis["thresholds"]
+    assert rows, "the scenario has no threshold set"
+    for r in rows:  # the latency floors, for the log
+        if r["metric"] not in CORRECTNESS:
+            print(f"{scenario}: {r['text']}: {r['measured_display']} ({r['status']})")
     # what the drain and the chaos runner said, to tell a slow bridge from a fault that was never healed
     notes = [line for line in (proc.stdout + proc.stderr).splitlines() if "drain:" in line or "chaos:" in line]
-    assert not lost, (analysis["loss"]["by_kind"], notes)
-    assert json.loads((run_dir / "run.json").read_text())["scenario"], tail
+    failed = [f"{r['text']}: {r['measured_display']} ({r['status']}: {r['detail']})" for r in rows
+              if r["metric"] in CORRECTNESS and r["status"] != "pass"]
+    assert not failed, (failed, analysis["loss"]["by_kind"], notes)
     if scenario == "flagship":
         check_flagship_report_in_chromium(run_dir / "index.html", analysis, tmp_path / "flagship.png")
 
