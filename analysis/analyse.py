@@ -1,9 +1,10 @@
 """One run directory -> one Analysis: every number the report, the JSON and the thresholds use.
 
-Where a number comes from: ``metrics.py`` (latency, throughput, lag),
+Where a number comes from: ``metrics.py`` (latency, throughput, lag, CPU),
 ``loss.py`` (ok/lost/recovered/duplicated/unexpected/leaked),
-``recovery.py`` (faults, bursts, degradation, memory), ``thresholds.py``
-(verdicts). This module only wires them together and serialises the result.
+``recovery.py`` (faults, bursts, degradation, memory), ``backlog.py`` (drain
+time, joined into the faults table), ``thresholds.py`` (verdicts). This
+module only wires them together and serialises the result.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis import backlog
 from analysis import loss as loss_mod
 from analysis import metrics as metrics_mod
 from analysis import recovery
@@ -77,7 +79,9 @@ class Analysis(MeasuredRun):
             "bursts": list(iter_rows(self.bursts)),
             "degradation": {k: _clean(v) for k, v in self.degradation.items()},
             "memory": list(iter_rows(self.memory)),
+            "cpu": list(iter_rows(m.cpu)),
             "lag": list(iter_rows(m.lag)),
+            "lag_messages": list(iter_rows(m.lag_messages)),
             "series": {c: [_clean(v) for v in m.overall[c].tolist()] for c in ("sec", "count", "ok", "failures")},
         })
 
@@ -150,6 +154,7 @@ def analyse(
     loss = loss_mod.account(run.ledger, run.truth)
     step("faults and recovery")
     faults = recovery.analyse_faults(run.samples, run.journal, m.t0)
+    faults = backlog.drain_times(faults, backlog.backlog_series(run.lag, m.t0))
     bursts = recovery.analyse_bursts(run.samples, run.journal, m.overall, m.t0)
     degradation = recovery.degradation(run.samples)
     memory = recovery.memory_growth(run.resources)

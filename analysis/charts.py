@@ -105,16 +105,25 @@ def throughput_chart(m: Metrics, windows: list[tuple[float, float, str, str]]) -
 
 
 def _line_per_group(frame: pd.DataFrame, group: str, values: pd.Series | np.ndarray, ylabel: str,
-                    windows: list[tuple[float, float, str, str]], legend_loc: str, label_windows: bool) -> str:
-    """One line per value of ``group`` over ``sec`` (the lag and memory charts)."""
+                    windows: list[tuple[float, float, str, str]], legend_loc: str, label_windows: bool,
+                    gaps: bool = False) -> str:
+    """One line per value of ``group`` over ``sec`` (the lag, CPU and memory charts).
+
+    With ``gaps``, a second without a value breaks the line (a sampler's
+    series: a source that did not answer is not drawn across).
+    """
     fig, ax = plt.subplots(figsize=(WIDTH_IN, 2.6))
     data = frame.assign(_y=np.asarray(values, dtype=float))
-    for key, s in data.groupby(group, observed=True):
-        ax.plot(s["sec"], s["_y"], lw=1.1, label=str(key))
+    groups = data.groupby(group, observed=True)
+    for key, s in groups:
+        y = s.set_index("sec")["_y"]
+        if gaps and len(y):
+            y = y.groupby(level=0).max().reindex(range(int(y.index.min()), int(y.index.max()) + 1))
+        ax.plot(y.index, y.to_numpy(), lw=1.1, label=str(key))
     ax.set_ylabel(ylabel)
     ax.set_xlabel("seconds since start")
     ax.grid(alpha=0.3)
-    ax.legend(loc=legend_loc, fontsize=8)
+    ax.legend(loc=legend_loc, fontsize=7 if groups.ngroups > 6 else 8, ncol=1 + (groups.ngroups - 1) // 6)
     _shade(ax, windows, label=label_windows)
     fig.tight_layout()
     return _png(fig)
@@ -127,12 +136,28 @@ def lag_chart(m: Metrics, windows: list[tuple[float, float, str, str]]) -> str |
     return _line_per_group(m.lag_series, "consumer", m.lag_series["lag_ms"], "lag (ms)", windows, "upper right", True)
 
 
+def lag_messages_chart(m: Metrics, windows: list[tuple[float, float, str, str]]) -> str | None:
+    """Each consumer group's lag in messages (and the system's backlog, e.g. the outbox) per second."""
+    s = m.lag_messages_series
+    if s.empty:
+        return None
+    return _line_per_group(s, "consumer", s["lag_messages"], "lag (messages)", windows, "upper right", True, gaps=True)
+
+
 def memory_chart(m: Metrics, windows: list[tuple[float, float, str, str]]) -> str | None:
     """RSS of each part over time (MiB)."""
     if m.resources.empty:
         return None
     mib = np.asarray(m.resources["rss_bytes"], dtype=float) / 2**20
-    return _line_per_group(m.resources, "part", mib, "RSS (MiB)", windows, "upper left", False)
+    return _line_per_group(m.resources, "part", mib, "RSS (MiB)", windows, "upper left", False, gaps=True)
+
+
+def cpu_chart(m: Metrics, windows: list[tuple[float, float, str, str]]) -> str | None:
+    """CPU of each part over time (% of one core)."""
+    if m.resources.empty:
+        return None
+    return _line_per_group(m.resources, "part", m.resources["cpu_percent"], "CPU (% of a core)", windows,
+                           "upper left", True, gaps=True)
 
 
 def draw_all(m: Metrics, faults: pd.DataFrame, bursts: pd.DataFrame) -> dict[str, str]:
@@ -143,6 +168,8 @@ def draw_all(m: Metrics, faults: pd.DataFrame, bursts: pd.DataFrame) -> dict[str
         "latency": latency_chart(m, windows),
         "throughput": throughput_chart(m, windows),
         "lag": lag_chart(m, windows),
+        "lag_messages": lag_messages_chart(m, windows),
+        "cpu": cpu_chart(m, windows),
         "memory": memory_chart(m, windows),
     }
     return {k: v for k, v in charts.items() if v is not None}

@@ -135,22 +135,46 @@ def overall_series(samples: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def lag_rows(lag: pd.DataFrame | None, column: str) -> pd.DataFrame | None:
+    """The lag rows that set ``column`` (a row is a time lag, ``lag_ms``, or a count, ``lag_messages``)."""
+    if lag is None or lag.empty or column not in lag:
+        return None
+    rows = lag[lag[column].notna()]
+    return rows if len(rows) else None
+
+
 def lag_table(lag: pd.DataFrame | None) -> pd.DataFrame:
-    """Consumer lag per consumer: exact p50/p95/p99 and max, in ms."""
-    if lag is None or lag.empty:
+    """Consumer time lag per consumer: exact p50/p95/p99 and max, in ms (rows with ``lag_ms``)."""
+    ms = lag_rows(lag, "lag_ms")
+    if ms is None:
         return pd.DataFrame(columns=["consumer", "count", "p50", "p95", "p99", "max"])
-    g = lag.groupby("consumer", observed=True)
+    g = ms.groupby("consumer", observed=True)
     out = pd.DataFrame({"count": g.size(), "max": g["lag_ms"].max()})
     out = out.join(_quantiles(g, "lag_ms", {"p50": 0.5, "p95": 0.95, "p99": 0.99}))
     return out.reset_index()
 
 
-def lag_series(lag: pd.DataFrame | None, t0: float) -> pd.DataFrame:
-    """Per consumer and second: the largest lag seen in that second."""
-    if lag is None or lag.empty:
-        return pd.DataFrame(columns=["consumer", "sec", "lag_ms"])
-    sec = np.floor(lag["ts"].to_numpy() - t0).astype("int64")
-    return lag.assign(sec=sec).groupby(["consumer", "sec"], observed=True)["lag_ms"].max().reset_index()
+def lag_messages_table(lag: pd.DataFrame | None) -> pd.DataFrame:
+    """Consumer lag in messages per consumer (the sampler's rows): samples, mean, p95, max and the last value."""
+    rows = lag_rows(lag, "lag_messages")
+    if rows is None:
+        return pd.DataFrame(columns=["consumer", "count", "mean", "p95", "max", "last"])
+    rows = rows.assign(lag_messages=rows["lag_messages"].astype("float64")).sort_values("ts", kind="stable")
+    g = rows.groupby("consumer", observed=True)
+    out = pd.DataFrame({"count": g.size(), "mean": g["lag_messages"].mean(), "max": g["lag_messages"].max(),
+                        "last": g["lag_messages"].last()})
+    out = out.join(_quantiles(g, "lag_messages", {"p95": 0.95}))
+    return out.reset_index()[["consumer", "count", "mean", "p95", "max", "last"]]
+
+
+def lag_series(lag: pd.DataFrame | None, t0: float, column: str = "lag_ms") -> pd.DataFrame:
+    """Per consumer and second: the largest lag (``lag_ms`` or ``lag_messages``) seen in that second."""
+    rows = lag_rows(lag, column)
+    if rows is None:
+        return pd.DataFrame(columns=["consumer", "sec", column])
+    rows = rows.assign(sec=np.floor(rows["ts"].to_numpy() - t0).astype("int64"), value=rows[column].astype("float64"))
+    per_second = rows.groupby(["consumer", "sec"], observed=True)["value"].max()
+    return per_second.rename(column).reset_index()
 
 
 def resource_series(resources: pd.DataFrame | None, t0: float) -> pd.DataFrame:
@@ -160,6 +184,18 @@ def resource_series(resources: pd.DataFrame | None, t0: float) -> pd.DataFrame:
     sec = np.floor(resources["ts"].to_numpy() - t0).astype("int64")
     g = resources.assign(sec=sec).groupby(["part", "sec"], observed=True)
     return pd.DataFrame({"rss_bytes": g["rss_bytes"].mean(), "cpu_percent": g["cpu_percent"].mean()}).reset_index()
+
+
+def cpu_table(resources: pd.DataFrame | None) -> pd.DataFrame:
+    """Per part: CPU in % of one core over every sample (mean, p95, max)."""
+    if resources is None or resources.empty:
+        return pd.DataFrame(columns=["part", "count", "cpu_mean", "cpu_p95", "cpu_max"])
+    g = resources.groupby("part", observed=True, sort=True)
+    out = pd.DataFrame({"count": g.size(), "cpu_mean": g["cpu_percent"].mean(), "cpu_max": g["cpu_percent"].max()})
+    out = out.join(_quantiles(g, "cpu_percent", {"cpu_p95": 0.95}))
+    out = out.reset_index()[["part", "count", "cpu_mean", "cpu_p95", "cpu_max"]]
+    out["part"] = out["part"].astype(str)
+    return out
 
 
 @dataclass
@@ -173,7 +209,10 @@ class Metrics:
     overall: pd.DataFrame
     lag: pd.DataFrame
     lag_series: pd.DataFrame
+    lag_messages: pd.DataFrame
+    lag_messages_series: pd.DataFrame
     resources: pd.DataFrame
+    cpu: pd.DataFrame
     _cache: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
 
     def selection(self, selector: str | None) -> pd.DataFrame | None:
@@ -222,5 +261,8 @@ def compute_metrics(samples: pd.DataFrame, info: dict[str, Any], lag: pd.DataFra
         overall=overall_series(samples),
         lag=lag_table(lag),
         lag_series=lag_series(lag, t0),
+        lag_messages=lag_messages_table(lag),
+        lag_messages_series=lag_series(lag, t0, "lag_messages"),
         resources=resource_series(resources, t0),
+        cpu=cpu_table(resources),
     )

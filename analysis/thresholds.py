@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from analysis.loss import CATEGORIES, percent
@@ -122,17 +123,24 @@ def measure_loss(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
 FAULT_COLUMNS = {"recovery": "recovery_s", "first_success": "first_success_s", "fault_errors": "during_error_rate"}
 
 
-def measure_fault(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
-    """A column of the faults table (FAULT_COLUMNS) over the selected faults; never recovered is infinite."""
+def _select_faults(t: Threshold, a: MeasuredRun) -> tuple[pd.DataFrame | None, str]:
+    """The faults the argument names (name, id or action; every fault without one), or None and why not."""
     faults = a.faults
     if faults.empty:
         return None, "no faults in chaos.jsonl"
-    sel = faults
-    if t.argument:
-        sel = faults[(faults["name"] == t.argument) | (faults["fault_id"] == t.argument)
-                     | (faults["action"] == t.argument)]
-        if sel.empty:
-            return None, f"no fault named {t.argument!r} (faults: {', '.join(map(str, faults['name'].unique()))})"
+    if not t.argument:
+        return faults, ""
+    sel = faults[(faults["name"] == t.argument) | (faults["fault_id"] == t.argument) | (faults["action"] == t.argument)]
+    if sel.empty:
+        return None, f"no fault named {t.argument!r} (faults: {', '.join(map(str, faults['name'].unique()))})"
+    return sel, ""
+
+
+def measure_fault(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
+    """A column of the faults table (FAULT_COLUMNS) over the selected faults; never recovered is infinite."""
+    sel, why = _select_faults(t, a)
+    if sel is None:
+        return None, why
     values = [math.inf if _missing(v) else float(v) for v in sel[FAULT_COLUMNS[t.metric]]]
     detail = f"{len(sel)} fault(s)"
     if t.metric != "fault_errors" and math.inf in values:
@@ -145,19 +153,30 @@ def measure_fault_phase(t: Threshold, a: MeasuredRun) -> tuple[float | None, str
 
     A phase with no samples has no number: it is left out, and with none left the check has no data.
     """
-    faults = a.faults
-    if faults.empty or t.metric not in faults.columns:
-        return None, "no faults in chaos.jsonl"
-    sel = faults
-    if t.argument:
-        sel = faults[(faults["name"] == t.argument) | (faults["fault_id"] == t.argument)
-                     | (faults["action"] == t.argument)]
-        if sel.empty:
-            return None, f"no fault named {t.argument!r} (faults: {', '.join(map(str, faults['name'].unique()))})"
+    sel, why = _select_faults(t, a)
+    if sel is None:
+        return None, why
+    if t.metric not in sel.columns:
+        return None, "no fault was analysed in phases (it was never injected)"
     values = [float(v) for v in sel[t.metric] if not _missing(v)]
     if not values:
         return None, f"{len(sel)} fault(s), none with samples in that phase"
     return _worst(values, t.op), f"{len(values)} fault(s)"
+
+
+def measure_drain(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
+    """Drain time of the selected faults (analysis/backlog.py); never drained is infinite, unknown is no data."""
+    sel, why = _select_faults(t, a)
+    if sel is None:
+        return None, why
+    unknown = sel[[_missing(v) for v in sel["drain_s"]]]
+    if len(unknown):
+        return None, "; ".join(f"{f.name}: {f.drain_note}" for f in unknown.itertuples(index=False))
+    values = [float(v) for v in sel["drain_s"]]
+    detail = f"{len(sel)} fault(s)"
+    if math.inf in values:
+        detail += ": not drained (" + "; ".join(n for n in sel["drain_note"] if n) + ")"
+    return _worst(values, t.op), detail
 
 
 def measure_burst_recovery(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
@@ -196,6 +215,18 @@ def measure_memory_growth(t: Threshold, a: MeasuredRun) -> tuple[float | None, s
     return _worst([float(v) for v in sel["growth_pct"]], t.op), ", ".join(sel["part"])
 
 
+def measure_cpu(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
+    """CPU of one part, or the worst part, in % of one core: the mean or the largest sample."""
+    cpu = a.metrics.cpu
+    if cpu.empty:
+        return None, "no resources/ samples"
+    sel = cpu if not t.argument else cpu[cpu["part"] == t.argument]
+    if sel.empty:
+        return None, f"no part named {t.argument!r} (parts: {', '.join(cpu['part'])})"
+    detail = f"{int(sel['count'].sum()):,} samples of {', '.join(sel['part'])}"
+    return _worst([float(v) for v in sel[t.metric]], t.op), detail
+
+
 def measure_lag(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
     """A lag statistic (the metric's name after ``lag_``) of one consumer, or the worst consumer."""
     lag = a.metrics.lag
@@ -218,6 +249,7 @@ PHASE_STAT_HELP = {"offered": "arrivals per second, started or dropped", "achiev
                    "errors": "failed samples, % of those started", "timeouts": "samples that timed out"}
 _LAT = "a sample name, a request type (kafka/http/e2e) or nothing for all samples"
 _FAULT = "a fault name, id or action, or nothing"
+_PART = "a part name (a stack part, locust), or nothing for the worst part"
 METRICS: dict[str, MetricSpec] = {
     **{p: MetricSpec("latency", _LAT, f"{p} latency from the intended start where recorded, else service time",
                      measure_samples)
@@ -248,8 +280,12 @@ METRICS: dict[str, MetricSpec] = {
                               measure_degradation),
     "throughput_drop": MetricSpec("percent", _LAT, "throughput drop, last window vs first window",
                                   measure_degradation),
-    "memory_growth": MetricSpec("percent", "a part name, or nothing for the worst part",
-                                "RSS growth, last window vs first window", measure_memory_growth),
+    "drain_time": MetricSpec("duration", f"{_FAULT} for every fault",
+                             "from the heal until the backlog (consumer lag, outbox) is back to its pre-fault "
+                             "level (worst fault); never drained = infinite", measure_drain),
+    "memory_growth": MetricSpec("percent", _PART, "RSS growth, last window vs first window", measure_memory_growth),
+    "cpu_mean": MetricSpec("percent", _PART, "mean CPU over the run, % of one core", measure_cpu),
+    "cpu_max": MetricSpec("percent", _PART, "largest one-second CPU sample, % of one core", measure_cpu),
     **{f"lag_{p}": MetricSpec("latency", "a consumer name, or nothing for the worst consumer", f"consumer lag {p}",
                               measure_lag)
        for p in ("p50", "p95", "p99", "max")},

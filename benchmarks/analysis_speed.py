@@ -112,7 +112,7 @@ def generate(run_dir: Path, n: int, seed: int = 1) -> None:
                                           "source": pa.array(["workflow_executions"] * items)}))
     secs = np.arange(int(seconds))
     write_lag(run_dir, {"ts": (T0 + secs).tolist(), "consumer": ["db-adapter"] * len(secs),
-                               "lag_ms": rng.uniform(5, 50, len(secs)).tolist()})
+                               "lag_ms": rng.uniform(5, 50, len(secs)).tolist(), "lag_messages": [None] * len(secs)})
     write_resources(run_dir, {"ts": (T0 + secs).tolist(), "part": ["reducer"] * len(secs),
                                      "rss_bytes": [200 * 2**20] * len(secs), "cpu_percent": [30.0] * len(secs)})
     for i, (name, at) in enumerate((("broker-kill", 0.4), ("broker-latency", 0.7))):

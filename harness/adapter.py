@@ -1,7 +1,7 @@
 """The system adapter: what the harness must know about one system under test, and nothing more.
 
 The harness (the users' base classes, the end-to-end observer, the drain and
-the loss accounting) is generic. An adapter tells it four things about a
+the loss accounting) is generic. An adapter tells it a few things about a
 particular system:
 
 1. how to build and key an event: ``event(...)`` gives a ``Message`` (topic,
@@ -19,7 +19,10 @@ particular system:
    then see items never sent (unexpected) and items stored under another
    tenant (leaked);
 4. which addresses its users need from the stack's environment
-   (``env_keys``, e.g. ``ORDERS_URL``).
+   (``env_keys``, e.g. ``ORDERS_URL``);
+5. for the sampler (harness/sampler.py), optionally: under which name each
+   consumer group's lag is recorded (``consumer_group_label``) and the
+   system's own backlog, e.g. unsent outbox rows (``backlog``).
 
 Everything the load sends carries the run's namespace (tenant), so the truth
 of this run can be told from any other run's on the same system.
@@ -136,3 +139,20 @@ class SystemAdapter:
     def broker_incarnation(self, bootstrap: str) -> IncarnationSource | None:
         """A reader of the broker's incarnation, when the system marks one (None: the broker keeps its log)."""
         return None
+
+    def consumer_group_label(self, group: str) -> str | None:
+        """The name a consumer group's lag is recorded under in ``lag/``; None: do not sample this group.
+
+        A system that names its groups per deployment or broker incarnation maps
+        them back to one stable name here, so a group's lag is one line over the run.
+        """
+        return group
+
+    async def backlog(self, env: Mapping[str, str]) -> dict[str, int]:
+        """The system's own backlog in messages, by name (e.g. ``{"outbox": 12}``), read once a second.
+
+        What waits outside the broker to be published: the sampler records each
+        entry as a ``lag/`` row beside the consumer groups' lag, and the drain
+        time counts it. Raise when it cannot be read (no row is written then).
+        """
+        return {}

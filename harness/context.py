@@ -71,6 +71,7 @@ class RunContext:
         self.ended_at: float | None = None
         self.experiment_file: str | None = None  # the --chaos experiment, resolved
         self.chaos: Any = None  # chaos.runner.RunningExperiment
+        self.sampler: Any = None  # harness.sampler.Sampler, from test start until after the drain
         self.verdict: Any = None  # analysis.report.Verdict
         # this process's, made on first use
         self._recorder: Recorder | None = None

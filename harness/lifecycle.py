@@ -68,6 +68,9 @@ def add_options(parser: Any) -> None:
                    help="seconds to wait for a result event (0: each user's default); a timeout is a failure")
     g.add_argument("--namespace", default="", help="tenant for everything sent (default bs-<run-id>)")
     g.add_argument("--no-report", action="store_true", default=False, help="skip the drain and the report")
+    g.add_argument("--no-sampler", action="store_true", default=False,
+                   help="do not sample, once a second, CPU and memory of the stack's and Locust's processes and "
+                        "each consumer group's lag (resources/, lag/: memory_growth, cpu_*, drain_time need them)")
     g.add_argument("--burst", type=int, default=100, help="BurstShape / BurstRecoveryShape: users at once")
     g.add_argument("--shape-users", type=int, default=0, help="Sustained/Step: users; BurstRecovery: baseline")
     g.add_argument("--shape-rate", type=float, default=0.0, help="SustainedShape: spawn rate")
@@ -243,6 +246,7 @@ class Hooks:
                                            getattr(opts, "num_users", None))
         ctx.started_at = ctx.started_at or time.time()
         _write_run_info(ctx)
+        _start_sampler(ctx)
         ref = option(environment, "chaos")  # the web UI's form may have named another one
         ctx.experiment_file = experiment_path(ref) if ref else None
         if ctx.experiment_file and ctx.chaos is None:
@@ -297,6 +301,7 @@ class Hooks:
             opts = environment.parsed_options
             if not opts.no_report:
                 _drain(ctx, opts.drain)
+            _stop_sampler(ctx)
             _write_run_info(ctx)
             if not opts.no_report:
                 from analysis.report import build_report
@@ -309,6 +314,7 @@ class Hooks:
             log.exception("bridgestorm: the end of the run failed")
             environment.process_exit_code = 3
         finally:
+            _stop_sampler(ctx)
             ctx.close_bus()
             if ctx.embedded:
                 from stack.embedded import down
@@ -330,6 +336,20 @@ def _stop_chaos(ctx: RunContext) -> None:
     if ctx.chaos is not None:
         handle, ctx.chaos = ctx.chaos, None
         handle.stop()  # heals whatever is still injected
+
+
+def _start_sampler(ctx: RunContext) -> None:
+    """CPU, memory and consumer lag once a second from now until after the drain (harness/sampler.py)."""
+    if ctx.sampler is None and not option(ctx.environment, "no_sampler", False):
+        from harness.sampler import Sampler
+
+        ctx.sampler = Sampler(ctx.run_dir, ctx.adapter, ctx.env, ctx.stack_state).start()
+
+
+def _stop_sampler(ctx: RunContext) -> None:
+    if ctx.sampler is not None:
+        sampler, ctx.sampler = ctx.sampler, None
+        sampler.stop()  # writes what it buffered
 
 
 def _drain(ctx: RunContext, drain_s: float) -> None:

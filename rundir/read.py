@@ -6,22 +6,24 @@ surfacing later as a wrong number.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rundir.journal import EXPERIMENT_FIELDS
 from rundir.journal import FIELDS as JOURNAL_FIELDS
 from rundir.journal import ExperimentJournal, ExperimentRecord, FaultJournal
-from rundir.schema import RUN_JSON, SCHEMAS, RunDirError
+from rundir.schema import ADDED_COLUMNS, ONE_OF, RUN_JSON, SCHEMAS, RunDirError
 
 # columns the analysis needs from samples: `key` is not read (it is the largest
 # column and nothing in the analysis uses it), repeated strings come back as categoricals
@@ -49,11 +51,14 @@ def _parquet_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(".parquet"))
 
 
-def _check_schema(path: Path, actual: pa.Schema, schema: pa.Schema, columns: Sequence[str]) -> None:
-    missing = [c for c in columns if c not in actual.names]
+def _check_schema(path: Path, actual: pa.Schema, schema: pa.Schema, columns: Sequence[str],
+                  added: Collection[str] = ()) -> None:
+    missing = [c for c in columns if c not in actual.names and c not in added]
     if missing:
         raise RunDirError(f"{path}: missing column(s) {missing}; expected {list(schema.names)}")
     for c in columns:
+        if c not in actual.names:
+            continue
         want = schema.field(c).type
         got = actual.field(c).type
         if pa.types.is_dictionary(got):
@@ -66,6 +71,16 @@ def _check_schema(path: Path, actual: pa.Schema, schema: pa.Schema, columns: Seq
         stringy = pa.types.is_string(want) and (pa.types.is_large_string(got) or pa.types.is_string_view(got))
         if not (numeric or stringy or pa.types.is_null(got)):
             raise RunDirError(f"{path}: column {c!r} is {got}, expected {want}")
+
+
+def _check_one_of(path: Path, table: pa.Table, columns: Sequence[str]) -> None:
+    """Every row sets at least one of ``columns`` (checked when all of them were read)."""
+    if not columns or any(c not in table.column_names for c in columns):
+        return
+    unset = functools.reduce(pc.and_, [pc.is_null(table.column(c)) for c in columns])
+    n = pc.sum(unset).as_py() or 0
+    if n:
+        raise RunDirError(f"{path}: {n} row(s) set none of {list(columns)}; each row sets one")
 
 
 def read_folder(run_dir: str | os.PathLike[str], folder: str, columns: Sequence[str] | None = None,
@@ -89,18 +104,24 @@ def read_folder(run_dir: str | os.PathLike[str], folder: str, columns: Sequence[
         return None
     # cast to nullable types first, so a null where the contract forbids one gets its own clear error
     target = pa.schema([schema.field(c).with_nullable(True) for c in columns])
+    added = ADDED_COLUMNS.get(folder, set())
     tables = []
     for path in files:
         try:
             f = pq.ParquetFile(path)
-            _check_schema(path, f.schema_arrow, schema, columns)
-            t = f.read(columns=columns)
+            _check_schema(path, f.schema_arrow, schema, columns, added)
+            present = [c for c in columns if c in f.schema_arrow.names]
+            t = f.read(columns=present)
         except RunDirError:
             raise
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise RunDirError(f"{path}: damaged parquet file ({exc})") from exc
         if t.num_rows == 0:
             continue
+        for c in columns:  # written before the column was added to the contract
+            if c not in present:
+                t = t.append_column(target.field(c), pa.nulls(t.num_rows, target.field(c).type))
+        t = t.select(columns)
         try:
             t = t.cast(target)
         except (pa.ArrowException, ValueError) as exc:
@@ -108,6 +129,7 @@ def read_folder(run_dir: str | os.PathLike[str], folder: str, columns: Sequence[
         for c in columns:
             if not schema.field(c).nullable and t.column(c).null_count:
                 raise RunDirError(f"{path}: column {c!r} has {t.column(c).null_count} null value(s); it must not")
+        _check_one_of(path, t, ONE_OF.get(folder, ()))
         tables.append(t)
     if not tables:
         return target.empty_table()

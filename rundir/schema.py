@@ -52,11 +52,14 @@ RESOURCES_SCHEMA = pa.schema(
     ]
 )
 
+# a lag row is a time lag (lag_ms: how long ago what the consumer just handled was sent) or a
+# count (lag_messages: how many messages wait for it), one or the other
 LAG_SCHEMA = pa.schema(
     [
         pa.field("ts", pa.float64(), nullable=False),
         pa.field("consumer", pa.string(), nullable=False),
-        pa.field("lag_ms", pa.float64(), nullable=False),
+        pa.field("lag_ms", pa.float64(), nullable=True),
+        pa.field("lag_messages", pa.int64(), nullable=True),
     ]
 )
 
@@ -67,6 +70,11 @@ SCHEMAS: dict[str, pa.Schema] = {
     "resources": RESOURCES_SCHEMA,
     "lag": LAG_SCHEMA,
 }
+
+# columns added to the contract after files were written without them: such a file reads them as nulls
+ADDED_COLUMNS: dict[str, set[str]] = {"lag": {"lag_messages"}}
+# per folder, columns of which every row sets at least one
+ONE_OF: dict[str, tuple[str, ...]] = {"lag": ("lag_ms", "lag_messages")}
 
 RUN_JSON = "run.json"
 JOURNAL = "chaos.jsonl"

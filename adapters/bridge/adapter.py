@@ -35,13 +35,20 @@ prevents, so a duplicate can show:
 - ``dead-letter``: EventBatchUser's malformed messages in ``dead_letters``,
   found by their key ``<namespace>/dlq/<uuid>`` (the table has no namespace:
   the key's prefix is taken as it).
+
+For the sampler: the nodes name their Kafka groups after the broker
+incarnation (``bridge-reducer.a3f06f2e``, nodes/consumer.py); the label drops
+that suffix, so a group is one line across a broker restart. The bridge's own
+backlog is its outbox's unsent rows (nodes/outbox.py), every tenant's.
 """
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import asyncpg
 import orjson
 
 from harness.adapter import IncarnationSource, Message, Result, SystemAdapter, TruthQuery
@@ -52,6 +59,8 @@ from nodes.envelope import EventType, new_envelope
 __all__ = ["BridgeAdapter", "EventType", "GROUP_DB_ADAPTER", "LOAD_MARK", "TOPICS"]
 
 TOPICS = Topics()
+INCARNATION_SUFFIX = re.compile(r"\.[0-9a-f]{8}$")  # nodes/consumer.py: <group>.<incarnation[:8]>
+UNSENT_OUTBOX = "SELECT count(*) FROM outbox WHERE sent_at IS NULL"
 LOAD_MARK = "adapter-event"  # envelope metadata["load"] of EventBatchUser's events: how the truth finds them
 
 TRUTH: dict[str, TruthQuery] = {
@@ -106,6 +115,7 @@ class BridgeAdapter(SystemAdapter):
                 "REDUCER_URL")
     result_topics = (TOPICS.registered, TOPICS.workflow, TOPICS.stamped, TOPICS.registry_request)
     truth_queries = TRUTH
+    _backlog_conn: asyncpg.Connection | None = None
 
     def event(self, event_type: str, payload: Mapping[str, Any], *, topic: str, key: str, namespace: str,
               source: str, correlation_id: str | None = None, event_id: str | None = None,
@@ -135,3 +145,22 @@ class BridgeAdapter(SystemAdapter):
     def broker_incarnation(self, bootstrap: str) -> IncarnationSource:
         """The nodes mark each broker incarnation (nodes/bus.py): a memory broker that restarted is told apart."""
         return IncarnationReader(bootstrap, "bridgestorm-observer")
+
+    def consumer_group_label(self, group: str) -> str | None:
+        """``bridge-reducer.a3f06f2e`` -> ``bridge-reducer``, ``node-reducer-c7a40d.a3f06f2e`` -> ``node-reducer-c7a40d``."""
+        return INCARNATION_SUFFIX.sub("", group)
+
+    async def backlog(self, env: Mapping[str, str]) -> dict[str, int]:
+        """Unsent outbox rows, on one connection kept for the run (a new one each second would fork a backend)."""
+        url = env.get("DATABASE_URL")
+        if not url:
+            return {}
+        conn = self._backlog_conn
+        if conn is None or conn.is_closed():
+            conn = self._backlog_conn = await asyncpg.connect(url, timeout=2.0)
+        try:
+            return {"outbox": int(await conn.fetchval(UNSENT_OUTBOX))}
+        except BaseException:  # a half-done query (a timeout cancelled it) leaves the connection unusable
+            self._backlog_conn = None
+            conn.terminate()
+            raise

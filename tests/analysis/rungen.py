@@ -16,8 +16,16 @@ The "chaos run" (make_chaos_run), 60 s from T0:
   tenant-b (leak), wf-090 not acknowledged but stored (recovered), wf-091 not
   acknowledged and not stored, wf-010 sent twice (second send acked), wf-999
   stored but never sent (unexpected).
-- resources: orchestrator flat at 100 MiB, reducer 100 -> 130 MiB linearly.
+- resources: orchestrator flat at 100 MiB and 5 % CPU, reducer 100 -> 130 MiB
+  linearly and 10 + 2 * (second % 10) % CPU (mean 19 %, max 28 %).
 - lag: consumer db-adapter, lag_ms = 5 * (second % 10).
+- backlog (lag_messages, the sampler's rows at T0 + s + 0.5, ``backlog_rows``):
+  before the fault bridge-reducer 2 on even and 8 on odd seconds,
+  bridge-database-adapter 1, outbox 0 (total 3 or 9: level max(p95 9, floor
+  10) = 10); seconds 20-24 the broker does not answer (no group rows), the
+  outbox grows 50 a second; from the heal reducer 400, 200, 60 then 3,
+  db-adapter 100, 50, 20 then 2, outbox 200, 80, 10 then 0 (total 700, 330,
+  90, then 5): back at second 28, drain time 3.5 s.
 
 ``write_experiments`` adds experiments.jsonl: one record per status
 (``experiment_records``), the first with the broker-kill fault.
@@ -125,13 +133,47 @@ def resource_rows() -> dict[str, list]:
         "ts": np.concatenate([ts, ts]).tolist(),
         "part": ["orchestrator"] * 60 + ["reducer"] * 60,
         "rss_bytes": [100 * MIB] * 60 + [int(100 * MIB + 30 * MIB * s / 59) for s in range(60)],
-        "cpu_percent": [5.0] * 120,
+        "cpu_percent": [5.0] * 60 + [10.0 + 2 * (s % 10) for s in range(60)],
     }
 
 
 def lag_rows() -> dict[str, list]:
     secs = np.arange(60)
-    return {"ts": (T0 + secs + 0.5).tolist(), "consumer": ["db-adapter"] * 60, "lag_ms": (5.0 * (secs % 10)).tolist()}
+    return {"ts": (T0 + secs + 0.5).tolist(), "consumer": ["db-adapter"] * 60, "lag_ms": (5.0 * (secs % 10)).tolist(),
+            "lag_messages": [None] * 60}
+
+
+BACKLOG_AFTER_HEAL = {"bridge-reducer": [400, 200, 60], "bridge-database-adapter": [100, 50, 20], "outbox": [200, 80, 10]}
+BACKLOG_SETTLED = {"bridge-reducer": 3, "bridge-database-adapter": 2, "outbox": 0}
+
+
+def backlog_rows(stuck: bool = False, silent_until: int = 25) -> dict[str, list]:
+    """The chaos run's backlog (module docstring). ``stuck``: the reducer stays at 400 after the heal;
+    ``silent_until``: the broker answers again only from that second (the outbox is 0 before), and the
+    after-heal sequence starts there."""
+    rows: dict[str, list] = {"ts": [], "consumer": [], "lag_ms": [], "lag_messages": []}
+
+    def add(sec: int, consumer: str, n: int) -> None:
+        rows["ts"].append(T0 + sec + 0.5)
+        rows["consumer"].append(consumer)
+        rows["lag_ms"].append(None)
+        rows["lag_messages"].append(n)
+
+    for sec in range(60):
+        if sec < 20:
+            add(sec, "bridge-reducer", 2 if sec % 2 == 0 else 8)
+            add(sec, "bridge-database-adapter", 1)
+            add(sec, "outbox", 0)
+        elif sec < 25:
+            add(sec, "outbox", 50 * (sec - 19))
+        elif sec < silent_until:
+            add(sec, "outbox", 0)
+        else:
+            k = sec - silent_until
+            for consumer, values in BACKLOG_AFTER_HEAL.items():
+                n = values[k] if k < len(values) else BACKLOG_SETTLED[consumer]
+                add(sec, consumer, 400 if stuck and consumer == "bridge-reducer" else n)
+    return rows
 
 
 def journal_entry(**over) -> dict:
@@ -156,8 +198,8 @@ def run_info(**over) -> dict:
     return info
 
 
-def make_chaos_run(path: Path, with_journal: bool = True) -> Path:
-    """The known-answer run described in this module's docstring."""
+def make_chaos_run(path: Path, with_journal: bool = True, backlog: dict[str, list] | None = None) -> Path:
+    """The known-answer run described in this module's docstring (``backlog``: other lag_messages rows)."""
     path.mkdir(parents=True, exist_ok=True)
     # the writer masks passwords itself; write the raw password to prove the report masks it again
     (path / "run.json").write_text(json.dumps(run_info()))
@@ -171,6 +213,7 @@ def make_chaos_run(path: Path, with_journal: bool = True) -> Path:
     write_truth(path, truth_rows())
     write_resources(path, resource_rows())
     write_lag(path, lag_rows())
+    write_lag(path, backlog if backlog is not None else backlog_rows())
     if with_journal:
         FaultJournal(path).write(FaultRecord(**journal_entry()))
     return path

@@ -41,7 +41,7 @@ def test_report_renders_in_chromium(chaos_run: Path, tmp_path: Path) -> None:
             assert page.locator("#verdict").is_visible()
             assert "NO THRESHOLDS" in page.locator("#verdict").inner_text()
             images = page.locator("img")
-            assert images.count() == 4
+            assert images.count() == 6  # latency, throughput, memory, CPU, lag (ms), lag (messages)
             for i in range(images.count()):
                 img = images.nth(i)
                 img.scroll_into_view_if_needed()

@@ -32,12 +32,13 @@ def test_files_and_verdict(reported: tuple[Path, object]) -> None:
     assert summary["verdict"] == "fail"
     assert summary["loss"]["totals"]["lost"] == 1
     assert summary["faults"][0]["recovery_s"] == 2.0
+    assert (summary["faults"][0]["drain_s"], summary["faults"][0]["drain_outcome"]) == (3.5, "drained")
 
 
 def test_html_is_self_contained_and_complete(reported: tuple[Path, object]) -> None:
     out, _ = reported
     html = (out / "index.html").read_text()
-    assert html.count('src="data:image/png;base64,') == 4  # latency, throughput, memory, lag
+    assert html.count('src="data:image/png;base64,') == 6  # latency, throughput, memory, CPU, lag (ms, messages)
     assert "http://" not in html and "https://" not in html  # nothing fetched from anywhere
     for section in ('id="verdict"', 'id="thresholds"', 'id="latency"', 'id="throughput"', 'id="names"',
                     'id="loss"', 'id="recovery"', 'id="environment"'):

@@ -34,7 +34,7 @@ def test_schemas_match_the_documented_columns() -> None:
 def test_load_reads_every_file_of_every_folder(chaos_run: Path) -> None:
     run = load_run(chaos_run)
     assert len(list((chaos_run / "samples").glob("*.parquet"))) == 3
-    assert run.files == {"samples": 640, "ledger": 111, "truth": 109, "resources": 120, "lag": 60, "faults": 1}
+    assert run.files == {"samples": 640, "ledger": 111, "truth": 109, "resources": 120, "lag": 230, "faults": 1}
     assert list(run.samples.columns) == SAMPLE_COLUMNS
     assert run.samples["name"].dtype == "category"
     assert run.samples["ts_intended"].isna().sum() == 600
@@ -56,7 +56,7 @@ def test_batch_writer_flushes_in_batches_and_on_close(tmp_path: Path) -> None:
 def test_writer_rejects_a_batch_without_a_column(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lacks columns"):
         write_lag(tmp_path, {"ts": [1.0], "consumer": ["c"]})
-    assert write_lag(tmp_path, {"ts": [], "consumer": [], "lag_ms": []}) is None  # no empty files
+    assert write_lag(tmp_path, {"ts": [], "consumer": [], "lag_ms": [], "lag_messages": []}) is None  # no empty files
 
 
 def test_unfinished_tmp_files_are_ignored(chaos_run: Path, tmp_path: Path) -> None:
@@ -125,6 +125,26 @@ def test_wrong_type_is_named(chaos_run: Path, tmp_path: Path) -> None:
     bad = run_dir / "lag" / "bad.parquet"
     pq.write_table(pa.table({"ts": [1.0], "consumer": ["c"], "lag_ms": ["slow"]}), bad)
     with pytest.raises(RunDirError, match=r"bad\.parquet: column 'lag_ms' is string, expected double"):
+        load_run(run_dir)
+
+
+def test_lag_files_from_before_lag_messages_still_load(chaos_run: Path, tmp_path: Path) -> None:
+    """A lag file of the old contract (ts, consumer, lag_ms; lag_ms not nullable) reads with lag_messages null."""
+    run_dir = copy_run(chaos_run, tmp_path)
+    old = pa.schema([pa.field("ts", pa.float64(), nullable=False), pa.field("consumer", pa.string(), nullable=False),
+                     pa.field("lag_ms", pa.float64(), nullable=False)])
+    pq.write_table(pa.Table.from_pydict({"ts": [rungen.T0 + 1.5, rungen.T0 + 2.5], "consumer": ["old", "old"],
+                                         "lag_ms": [7.0, 9.0]}, schema=old), run_dir / "lag" / "old.parquet")
+    lag = load_run(run_dir).lag
+    rows = lag[lag["consumer"] == "old"]
+    assert rows["lag_ms"].tolist() == [7.0, 9.0] and rows["lag_messages"].isna().all()
+    assert len(lag) == 232 and lag["lag_messages"].notna().sum() == 170  # the sampler's rows, beside them
+
+
+def test_lag_row_without_a_value_is_named(chaos_run: Path, tmp_path: Path) -> None:
+    run_dir = copy_run(chaos_run, tmp_path)
+    write_lag(run_dir, {"ts": [1.0, 2.0], "consumer": ["c", "c"], "lag_ms": [None, 3.0], "lag_messages": [None, None]})
+    with pytest.raises(RunDirError, match=r"1 row\(s\) set none of \['lag_ms', 'lag_messages'\]"):
         load_run(run_dir)
 
 

@@ -125,6 +125,36 @@ def test_evaluation_known_values(chaos_analysis: Analysis) -> None:
     ]
 
 
+def test_sampler_metrics_fail_and_pass(chaos_analysis: Analysis) -> None:
+    """CPU and memory of the resources/ rows: orchestrator 5 % flat, reducer 10..28 % (mean 19) and +24.9 % RSS."""
+    got = verdicts(chaos_analysis, """
+- cpu_mean(orchestrator) < 10%
+- cpu_mean(reducer) < 10%
+- cpu_mean < 20%
+- cpu_max(orchestrator) < 25%
+- cpu_max(reducer) < 25%
+- cpu_max <= 28%
+- memory_growth(orchestrator) < 10%
+- memory_growth(reducer) < 10%
+- memory_growth(reducer) < 25%
+""")
+    assert got == [
+        ("pass", 5.0), ("fail", 19.0), ("pass", 19.0),
+        ("pass", 5.0), ("fail", 28.0), ("pass", 28.0),
+        ("pass", 0.0), ("fail", pytest.approx(24.855, abs=1e-3)), ("pass", pytest.approx(24.855, abs=1e-3)),
+    ]
+
+
+def test_sampler_metrics_without_samples_are_no_data(chaos_analysis: Analysis, tmp_path: Path) -> None:
+    steady = analyse(rungen.make_steady_run(tmp_path / "steady"), parse_text(
+        "- cpu_mean < 50%\n- cpu_max(reducer) < 50%\n- memory_growth < 10%\n- drain_time < 10s\n"))
+    assert [(r.status, r.detail) for r in steady.results] == [
+        ("no data", "no resources/ samples"), ("no data", "no resources/ samples"),
+        ("no data", "no resources/ samples"), ("no data", "no faults in chaos.jsonl")]
+    (r,) = evaluate(parse_text("- cpu_max(broker) < 50%\n"), chaos_analysis)
+    assert (r.status, r.detail) == ("no data", "no part named 'broker' (parts: orchestrator, reducer)")
+
+
 def test_absent_data_fails_as_no_data(chaos_analysis: Analysis) -> None:
     results = evaluate(parse_text("- p95(NODE_INTROSPECTION) < 50ms\n- recovery(broker-pause) < 2s\n"
                                   "- lost(nothing) == 0\n- burst_recovery < 5s\n"), chaos_analysis)
@@ -145,6 +175,8 @@ ARGUMENTS = {
     thresholds.measure_degradation: "POST /stamp",
     thresholds.measure_memory_growth: "reducer",
     thresholds.measure_lag: "db-adapter",
+    thresholds.measure_drain: "broker-kill",
+    thresholds.measure_cpu: "reducer",
 }
 ABSENT_IN_CHAOS_RUN = {"burst_recovery": "no burst found"}  # no burst there: see test_burst_recovery_measured
 

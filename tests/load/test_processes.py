@@ -1,6 +1,8 @@
 """Samples and ledger from a 2-process run (``--processes 2``) merge completely: counts equal Locust's totals."""
 from __future__ import annotations
 
+from rundir.read import read_folder
+
 
 def test_two_processes_merge_completely(run_locust):
     run = run_locust("bridge.py", "--processes", "2", "-u", "6", "-r", "6", "-t", "6s", "--no-report",
@@ -28,3 +30,6 @@ def test_two_processes_merge_completely(run_locust):
     # node ids are unique across processes
     nodes = ledger[ledger["kind"] == "introspection"].groupby("item_id")["process"].nunique()
     assert (nodes == 1).all()
+    # the sampler (in the master) measures the master and both workers it forked, each as its own part
+    parts = set(read_folder(run.run_dir, "resources").to_pandas()["part"])
+    assert "locust" in parts and len({p for p in parts if p.startswith("locust-")}) == 2, parts

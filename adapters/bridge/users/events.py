@@ -338,6 +338,7 @@ class EventBatchUser(KafkaUser):
 
         if seen.rows:
             lag = {"ts": [r[2] for r in seen.rows.values()], "consumer": [GROUP_DB_ADAPTER] * len(seen.rows),
-                   "lag_ms": [(r[2] - r[3]) * 1000.0 for r in seen.rows.values()]}
+                   "lag_ms": [(r[2] - r[3]) * 1000.0 for r in seen.rows.values()],
+                   "lag_messages": [None] * len(seen.rows)}  # a time lag; the sampler counts messages
             # a native thread writes the file, so the gevent hub (every other user) does not wait for it
             gevent.get_hub().threadpool.apply(write_lag, (self.run.run_dir, lag))
