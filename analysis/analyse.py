@@ -2,7 +2,7 @@
 
 Where a number comes from: ``metrics.py`` (latency, throughput, lag, CPU),
 ``loss.py`` (ok/lost/recovered/duplicated/unexpected/leaked),
-``recovery.py`` (faults, bursts, degradation, memory), ``backlog.py`` (drain
+``recovery.py`` (faults, bursts, degradation, memory), ``backlog.py`` (drain and replay
 time, joined into the faults table), ``thresholds.py`` (verdicts). This
 module only wires them together and serialises the result.
 """
@@ -155,6 +155,7 @@ def analyse(
     step("faults and recovery")
     faults = recovery.analyse_faults(run.samples, run.journal, m.t0)
     faults = backlog.drain_times(faults, backlog.backlog_series(run.lag, m.t0))
+    faults = backlog.replay_times(faults, backlog.system_series(run.lag))
     bursts = recovery.analyse_bursts(run.samples, run.journal, m.overall, m.t0)
     degradation = recovery.degradation(run.samples)
     memory = recovery.memory_growth(run.resources)

@@ -10,9 +10,10 @@ empty backlog.
 
 Per fault (docs/analysis.md):
 
-- the level before the fault is the p95 of the total over the 30 s before it
-  (not reaching back into an earlier fault or its draining), at least
-  ``FLOOR_MESSAGES``;
+- the level before the fault is twice the p95 of the total over the 30 s
+  before it (not reaching back into an earlier fault or its draining), at
+  least ``FLOOR_MESSAGES``: a healthy bus's in-flight count jitters by that
+  much from second to second, a backlog a fault built is hundreds;
 - the drain time is from the heal to the first counted second after it from
   which the total stays at or below that level for ``HOLD_S`` (3)
   consecutive samples (an incomplete second breaks the streak); its
@@ -20,6 +21,13 @@ Per fault (docs/analysis.md):
 - never drained (infinite) when that does not happen before the next fault or
   the end of the samples, or when the fault was never healed; unknown (NaN)
   when the run has no ``lag_messages`` samples at all.
+
+The replay time is the same rule over the system's own backlog alone (rows
+with ``source`` ``system``, e.g. the outbox the broker kill filled), sampled
+four times a second: from the heal until it is back at its level and stays
+there for ``REPLAY_HOLD_S``. It is what "the replay after the broker's
+recovery" means: the events the system held back are on the bus again, even
+while its consumers still work through them (that is the drain time).
 """
 
 from __future__ import annotations
@@ -33,7 +41,10 @@ from analysis.metrics import lag_rows
 from analysis.recovery import BASELINE_WINDOW_S, HOLD_S, recovery_time
 
 FLOOR_MESSAGES = 10.0  # a backlog this small is drained: a healthy bus always has a few messages in flight
+LEVEL_FACTOR = 2.0  # the level is this many times the pre-fault p95 (at least FLOOR_MESSAGES)
+REPLAY_HOLD_S = 1.0
 DRAIN_COLUMNS = ["drain_s", "drain_level", "drain_outcome", "drain_note"]
+REPLAY_COLUMNS = ["replay_s", "replay_level", "replay_outcome", "replay_note"]
 
 
 def backlog_series(lag: pd.DataFrame | None, t0: float) -> pd.DataFrame:
@@ -59,6 +70,11 @@ def backlog_series(lag: pd.DataFrame | None, t0: float) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def _level(before: np.ndarray) -> float:
+    """The backlog a fault must get back to: LEVEL_FACTOR x the p95 before it, at least FLOOR_MESSAGES."""
+    return max(LEVEL_FACTOR * float(np.quantile(before, 0.95)) if len(before) else 0.0, FLOOR_MESSAGES)
+
+
 def drain_time(series: pd.DataFrame, start: float, heal: float | None, prev_busy: float,
                horizon: float) -> dict[str, object]:
     """The drain columns of one fault (DRAIN_COLUMNS) from the backlog series."""
@@ -69,7 +85,7 @@ def drain_time(series: pd.DataFrame, start: float, heal: float | None, prev_busy
     total = series["total"].to_numpy(dtype="float64")
     complete = series["complete"].to_numpy(dtype=bool)
     pre = complete & (ts >= max(start - BASELINE_WINDOW_S, prev_busy)) & (ts < start)
-    level = max(float(np.quantile(total[pre], 0.95)) if pre.any() else 0.0, FLOOR_MESSAGES)
+    level = _level(total[pre])
     notes = [] if pre.any() else [f"no backlog samples before the fault: level {FLOOR_MESSAGES:g} messages"]
     row: dict[str, object] = {"drain_s": math.inf, "drain_level": level, "drain_outcome": "not drained"}
     if heal is None:
@@ -113,5 +129,72 @@ def drain_times(faults: pd.DataFrame, series: pd.DataFrame) -> pd.DataFrame:
             busy_until = max(busy_until, heal + (0.0 if math.isnan(drain_s) else drain_s))
         rows.append(row)
     for c in DRAIN_COLUMNS:
+        out[c] = [r[c] for r in rows]
+    return out
+
+
+def system_series(lag: pd.DataFrame | None) -> pd.DataFrame:
+    """The system's own backlog (``source`` ``system``): per sampling tick, ``ts`` and the ``total`` messages."""
+    rows = lag_rows(lag, "lag_messages")
+    if rows is None or "source" not in rows:
+        return pd.DataFrame(columns=["ts", "total"])
+    rows = rows[rows["source"].astype("string") == "system"]
+    if rows.empty:
+        return pd.DataFrame(columns=["ts", "total"])
+    totals = rows.assign(lag_messages=rows["lag_messages"].astype("float64")).groupby("ts")["lag_messages"].sum()
+    return pd.DataFrame({"ts": totals.index.to_numpy(dtype="float64"), "total": totals.to_numpy()})
+
+
+def replay_time(series: pd.DataFrame, start: float, heal: float | None, prev_busy: float,
+                horizon: float) -> dict[str, object]:
+    """The replay columns of one fault (REPLAY_COLUMNS) from the system's backlog series."""
+    if series.empty:
+        return {"replay_s": math.nan, "replay_level": math.nan, "replay_outcome": "no data",
+                "replay_note": "the system reports no backlog of its own (SystemAdapter.backlog)"}
+    ts = series["ts"].to_numpy(dtype="float64")
+    total = series["total"].to_numpy(dtype="float64")
+    pre = (ts >= max(start - BASELINE_WINDOW_S, prev_busy)) & (ts < start)
+    level = _level(total[pre])
+    row: dict[str, object] = {"replay_s": math.inf, "replay_level": level, "replay_outcome": "not replayed",
+                              "replay_note": "never healed"}
+    if heal is None:
+        return row
+    after = np.flatnonzero((ts >= heal) & (ts < horizon))
+    good = total <= level
+    for n, i in enumerate(after):  # the first sample from which every sample for REPLAY_HOLD_S is at the level
+        if not good[i]:
+            continue
+        streak = after[n:][ts[after[n:]] <= ts[i] + REPLAY_HOLD_S]
+        if ts[streak[-1]] >= ts[i] + REPLAY_HOLD_S * 0.75 and good[streak].all():
+            row.update(replay_s=float(ts[i] - heal), replay_outcome="replayed", replay_note="")
+            return row
+    until = "the next fault" if math.isfinite(horizon) else "the end of the samples"
+    row["replay_note"] = f"the system's backlog not back to {level:g} messages for {REPLAY_HOLD_S:g} s before {until}"
+    return row
+
+
+def replay_times(faults: pd.DataFrame, series: pd.DataFrame) -> pd.DataFrame:
+    """The faults table with the REPLAY_COLUMNS joined (the level before a fault leaves out earlier faults)."""
+    out = faults.copy()
+    if faults.empty:
+        for c in REPLAY_COLUMNS:
+            out[c] = pd.Series(dtype="object")
+        return out
+    starts = pd.to_numeric(faults.get("started_at"), errors="coerce").to_numpy(dtype="float64")
+    heals = pd.to_numeric(faults.get("healed_at"), errors="coerce").to_numpy(dtype="float64")
+    rows: list[dict[str, object]] = []
+    busy_until = -math.inf
+    for i in range(len(faults)):
+        if math.isnan(starts[i]):
+            rows.append({"replay_s": math.nan, "replay_level": math.nan, "replay_outcome": "no data",
+                         "replay_note": "never injected"})
+            continue
+        heal = None if math.isnan(heals[i]) else float(heals[i])
+        later = starts[starts > (heal if heal is not None else starts[i])]
+        row = replay_time(series, float(starts[i]), heal, busy_until, float(later.min()) if len(later) else math.inf)
+        replay_s = float(row["replay_s"])  # type: ignore[arg-type]
+        busy_until = math.inf if heal is None else max(busy_until, heal + (0.0 if math.isnan(replay_s) else replay_s))
+        rows.append(row)
+    for c in REPLAY_COLUMNS:
         out[c] = [r[c] for r in rows]
     return out

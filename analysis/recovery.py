@@ -189,6 +189,31 @@ def analyse_window(a: Arrays, name: str, start: float, heal: float | None, prev_
     return row
 
 
+def outside_faults(samples: pd.DataFrame, faults: pd.DataFrame) -> np.ndarray:
+    """Which samples were due in the steady state: not from a fault's injection to its recovery.
+
+    A fault's window runs from its injection to its heal plus its recovery time
+    (to the end of the run when it never healed or never recovered), so the
+    steady-state latency of a run with chaos is the seeds' performance number
+    and the faults' impact stays in the faults table (phases, recovery, drain).
+    """
+    a = Arrays.of(samples)
+    due = a.due
+    keep = np.ones(len(samples), dtype=bool)
+    if faults is None or faults.empty:
+        return keep
+    starts = pd.to_numeric(faults.get("started_at"), errors="coerce").to_numpy(dtype="float64")
+    heals = pd.to_numeric(faults.get("healed_at"), errors="coerce").to_numpy(dtype="float64")
+    recovered = faults.get("recovered", pd.Series([False] * len(faults))).fillna(False).to_numpy(dtype=bool)
+    rec = pd.to_numeric(faults.get("recovery_s"), errors="coerce").to_numpy(dtype="float64")
+    for start, heal, ok, r in zip(starts, heals, recovered, rec):
+        if math.isnan(start):
+            continue
+        end = heal + r if (ok and not math.isnan(heal) and not math.isnan(r)) else math.inf
+        keep &= ~((due >= start) & (due < end))
+    return keep
+
+
 def analyse_faults(samples: pd.DataFrame, journal: pd.DataFrame, t0: float) -> pd.DataFrame:
     """One row per journal entry (faults and journal-marked bursts alike), in start order."""
     cols = ["fault_id", "name", "action", "target", "outcome", "started_at", "healed_at", "start_s", "heal_s",

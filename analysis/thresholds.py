@@ -35,6 +35,8 @@ import yaml
 
 from analysis.loss import CATEGORIES, percent
 from analysis.measured import MeasuredRun
+from analysis import recovery
+from analysis.metrics import summarize
 from analysis.recovery import PHASE_STATS, PHASES
 
 
@@ -106,6 +108,19 @@ def measure_samples(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
     return stats[t.metric], f"{stats['count']:,} samples"  # a latency: the summary has a key per metric
 
 
+def measure_steady(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
+    """A latency over the selected samples due in the steady state (recovery.outside_faults)."""
+    subset = a.metrics.selection(t.argument)
+    if subset is None or subset.empty:
+        known = ", ".join(sorted(set(a.metrics.names["name"].astype(str))))
+        return None, f"no samples named {t.argument!r} (names: {known})"
+    steady = subset[recovery.outside_faults(subset, a.faults)]
+    if steady.empty:
+        return None, f"none of the {len(subset):,} samples was due outside a fault and its recovery"
+    stats = summarize(steady)
+    return stats[t.metric.removeprefix("steady_")], f"{len(steady):,} of {len(subset):,} samples (outside faults)"
+
+
 def measure_loss(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
     """A loss category (lost, duplicated...) of one ledger kind or all, as a count or % of its denominator."""
     loss = a.loss
@@ -165,17 +180,20 @@ def measure_fault_phase(t: Threshold, a: MeasuredRun) -> tuple[float | None, str
 
 
 def measure_drain(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
-    """Drain time of the selected faults (analysis/backlog.py); never drained is infinite, unknown is no data."""
+    """Drain or replay time of the selected faults (analysis/backlog.py); never is infinite, unknown is no data."""
     sel, why = _select_faults(t, a)
     if sel is None:
         return None, why
-    unknown = sel[[_missing(v) for v in sel["drain_s"]]]
+    what = "replay" if t.metric == "replay_time" else "drain"
+    if f"{what}_s" not in sel.columns:
+        return None, f"no {what} time was analysed"
+    unknown = sel[[_missing(v) for v in sel[f"{what}_s"]]]
     if len(unknown):
-        return None, "; ".join(f"{f.name}: {f.drain_note}" for f in unknown.itertuples(index=False))
-    values = [float(v) for v in sel["drain_s"]]
+        return None, "; ".join(f"{name}: {note}" for name, note in zip(unknown["name"], unknown[f"{what}_note"]))
+    values = [float(v) for v in sel[f"{what}_s"]]
     detail = f"{len(sel)} fault(s)"
     if math.inf in values:
-        detail += ": not drained (" + "; ".join(n for n in sel["drain_note"] if n) + ")"
+        detail += f": not {what}ed (" + "; ".join(n for n in sel[f"{what}_note"] if n) + ")"
     return _worst(values, t.op), detail
 
 
@@ -256,6 +274,9 @@ METRICS: dict[str, MetricSpec] = {
        for p in ("p50", "p90", "p95", "p99", "p99.9", "mean", "min", "max")},
     **{f"service_{p}": MetricSpec("latency", _LAT, f"{p} service time (from the actual start)", measure_samples)
        for p in ("p50", "p95", "p99", "mean", "max")},
+    **{f"steady_{p}": MetricSpec("latency", _LAT, f"{p} latency from the intended start of the samples due outside "
+                                 "every fault (from its injection to its heal plus its recovery time)", measure_steady)
+       for p in ("p50", "p90", "p95", "p99", "max")},
     "throughput": MetricSpec("rate", _LAT, "successes per second over the selection's window", measure_samples),
     "count": MetricSpec("count", _LAT, "number of samples", measure_samples),
     "errors": MetricSpec("count_or_percent", _LAT, "failed samples: a count, or % of samples", measure_samples),
@@ -283,6 +304,10 @@ METRICS: dict[str, MetricSpec] = {
     "drain_time": MetricSpec("duration", f"{_FAULT} for every fault",
                              "from the heal until the backlog (consumer lag, outbox) is back to its pre-fault "
                              "level (worst fault); never drained = infinite", measure_drain),
+    "replay_time": MetricSpec("duration", f"{_FAULT} for every fault",
+                              "from the heal until the system's own backlog (e.g. unsent outbox rows) is back to its "
+                              "pre-fault level (worst fault): the replay after the broker's return; never = infinite",
+                              measure_drain),
     "memory_growth": MetricSpec("percent", _PART, "RSS growth, last window vs first window", measure_memory_growth),
     "cpu_mean": MetricSpec("percent", _PART, "mean CPU over the run, % of one core", measure_cpu),
     "cpu_max": MetricSpec("percent", _PART, "largest one-second CPU sample, % of one core", measure_cpu),

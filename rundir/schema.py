@@ -53,13 +53,17 @@ RESOURCES_SCHEMA = pa.schema(
 )
 
 # a lag row is a time lag (lag_ms: how long ago what the consumer just handled was sent) or a
-# count (lag_messages: how many messages wait for it), one or the other
+# count (lag_messages: how many messages wait for it), one or the other; source says whose count
+# it is: "group" (a consumer group's lag read from the broker) or "system" (the system's own
+# backlog, e.g. unsent outbox rows, from the adapter); null for a time lag
+LAG_SOURCES = ("group", "system")
 LAG_SCHEMA = pa.schema(
     [
         pa.field("ts", pa.float64(), nullable=False),
         pa.field("consumer", pa.string(), nullable=False),
         pa.field("lag_ms", pa.float64(), nullable=True),
         pa.field("lag_messages", pa.int64(), nullable=True),
+        pa.field("source", pa.string(), nullable=True),
     ]
 )
 
@@ -71,8 +75,9 @@ SCHEMAS: dict[str, pa.Schema] = {
     "lag": LAG_SCHEMA,
 }
 
-# columns added to the contract after files were written without them: such a file reads them as nulls
-ADDED_COLUMNS: dict[str, set[str]] = {"lag": {"lag_messages"}}
+# columns added to the contract after files were written without them: such a file reads them as nulls,
+# and a writer may leave them out (they are nullable)
+ADDED_COLUMNS: dict[str, set[str]] = {"lag": {"lag_messages", "source"}}
 # per folder, columns of which every row sets at least one
 ONE_OF: dict[str, tuple[str, ...]] = {"lag": ("lag_ms", "lag_messages")}
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rundir.masking import mask_secrets
-from rundir.schema import RUN_JSON, SCHEMAS
+from rundir.schema import ADDED_COLUMNS, RUN_JSON, SCHEMAS
 
 Rows = pa.Table | Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]
 
@@ -46,21 +46,30 @@ def _check_folder(folder: str) -> None:
 
 
 def to_table(folder: str, rows: Rows) -> pa.Table:
-    """Rows as a table of ``folder``'s schema: a pyarrow Table, a dict of columns or a list of dicts."""
+    """Rows as a table of ``folder``'s schema: a pyarrow Table, a dict of columns or a list of dicts.
+
+    A column added to the contract later (ADDED_COLUMNS) may be left out: it is written as nulls.
+    """
     schema = SCHEMAS[folder]
+    optional = ADDED_COLUMNS.get(folder, set())
     if isinstance(rows, pa.Table):
-        missing = [n for n in schema.names if n not in rows.column_names]
+        missing = [n for n in schema.names if n not in rows.column_names and n not in optional]
         if missing:
             raise ValueError(f"{folder} batch lacks columns {missing}")
+        for n in schema.names:
+            if n not in rows.column_names:
+                rows = rows.append_column(schema.field(n), pa.nulls(rows.num_rows, schema.field(n).type))
         return rows.select(schema.names).cast(schema)
     if isinstance(rows, Mapping):
-        missing = [n for n in schema.names if n not in rows]
+        missing = [n for n in schema.names if n not in rows and n not in optional]
         if missing:
             raise ValueError(f"{folder} batch lacks columns {missing}")
-        return pa.Table.from_pydict({n: rows[n] for n in schema.names}, schema=schema)
+        length = len(next(iter(rows.values()))) if rows else 0
+        return pa.Table.from_pydict({n: rows[n] if n in rows else [None] * length for n in schema.names},
+                                    schema=schema)
     rows = list(rows)
     if rows:
-        missing = [n for n in schema.names if n not in rows[0]]
+        missing = [n for n in schema.names if n not in rows[0] and n not in optional]
         if missing:
             raise ValueError(f"{folder} row lacks columns {missing}")
     return pa.Table.from_pylist(rows, schema=schema)

@@ -33,7 +33,7 @@ def test_the_backlog_per_second_counts_only_complete_seconds(chaos_analysis: Ana
 
 def test_a_backlog_that_drains_after_the_heal(chaos_analysis: Analysis) -> None:
     drain = drain_of(chaos_analysis)
-    assert drain == {"drain_s": 3.5, "drain_level": 10.0, "drain_outcome": "drained", "drain_note": ""}
+    assert drain == {"drain_s": 3.5, "drain_level": 18.0, "drain_outcome": "drained", "drain_note": ""}
     (r,) = evaluate(parse_text(DRAIN_CHECK), chaos_analysis)
     assert (r.status, r.measured, r.detail) == ("pass", 3.5, "1 fault(s)")
 
@@ -51,9 +51,9 @@ def test_a_backlog_that_never_drains_fails(tmp_path: Path) -> None:
     a = analyse(run, parse_text(DRAIN_CHECK + "- drain_time < 3600s\n"))
     drain = drain_of(a)
     assert (drain["drain_s"], drain["drain_outcome"]) == (math.inf, "not drained")
-    assert drain["drain_note"] == "not back to 10 messages for 3 samples before the end of the samples"
+    assert drain["drain_note"] == "not back to 18 messages for 3 samples before the end of the samples"
     assert [(r.status, r.measured) for r in a.results] == [("fail", math.inf), ("fail", math.inf)]
-    assert "not drained (not back to 10 messages" in a.results[0].detail
+    assert "not drained (not back to 18 messages" in a.results[0].detail
     (tmp_path / "drain.yaml").write_text(DRAIN_CHECK)
     v = build_report(run, thresholds=tmp_path / "drain.yaml", out_dir=tmp_path / "out")
     assert (v.status, v.results[0]["measured_display"]) == ("fail", "never")
@@ -80,7 +80,7 @@ def test_the_level_has_a_floor_and_ignores_an_earlier_fault(tmp_path: Path) -> N
                                                                started_at=rungen.T0 + 40, healed_at=rungen.T0 + 45)))
     a = analyse(run, parse_text("- drain_time < 10s\n"))
     first, second = (a.faults.iloc[i][backlog.DRAIN_COLUMNS].to_dict() for i in range(2))
-    assert (first["drain_s"], first["drain_level"]) == (3.5, 10.0)
+    assert (first["drain_s"], first["drain_level"]) == (3.5, 18.0)
     # before the second fault the backlog is 5: the floor decides; it never rose, so it drained at once
     assert (second["drain_s"], second["drain_level"], second["drain_outcome"]) == (0.5, 10.0, "drained")
     assert (a.results[0].status, a.results[0].measured) == ("pass", 3.5)

@@ -3,6 +3,7 @@ registry: every metric measures the known-answer run, and a measure that raises 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -177,6 +178,7 @@ ARGUMENTS = {
     thresholds.measure_lag: "db-adapter",
     thresholds.measure_drain: "broker-kill",
     thresholds.measure_cpu: "reducer",
+    thresholds.measure_steady: "POST /stamp",
 }
 ABSENT_IN_CHAOS_RUN = {"burst_recovery": "no burst found"}  # no burst there: see test_burst_recovery_measured
 
@@ -221,6 +223,32 @@ def raise_key_error(t: Threshold, a: Analysis) -> tuple[float | None, str]:
 def broken_metric(monkeypatch: pytest.MonkeyPatch) -> None:
     """A metric ``broken`` (a count, no argument) whose measure raises, for this test only."""
     monkeypatch.setitem(METRICS, "broken", MetricSpec("count", "", "always raises", raise_key_error))
+
+
+@pytest.mark.parametrize("metric", [m for m in METRICS if m not in ABSENT_IN_CHAOS_RUN])
+def test_every_metric_can_fail_and_can_pass(chaos_analysis: Analysis, metric: str) -> None:
+    """A check that cannot fail (or cannot pass) is a defect: at its measured value, '<' fails and '<=' passes."""
+    for text in examples(metric):
+        probe = parse_expression(text)
+        (r,) = evaluate([probe], chaos_analysis)
+        assert r.measured is not None and math.isfinite(r.measured), (text, r.detail)
+        below = dataclasses.replace(probe, op="<", limit=r.measured)
+        at = dataclasses.replace(probe, op="<=", limit=r.measured)
+        assert [x.status for x in evaluate([below, at], chaos_analysis)] == ["fail", "pass"], (text, r.measured)
+
+
+def test_the_new_kinds_on_the_known_run(chaos_analysis: Analysis) -> None:
+    """Steady-state latency leaves the fault and its recovery out; the replay reads the system's own backlog."""
+    got = verdicts(chaos_analysis, """
+- steady_p95(POST /stamp) < 20ms
+- steady_p95(POST /stamp) < 19ms
+- p95(POST /stamp) < 20ms
+- replay_time(broker-kill) < 3s
+- replay_time(broker-kill) < 2s
+- drain_time(broker-kill) < 4s
+""")
+    assert got == [("pass", 19.0), ("fail", 19.0), ("fail", 1000.0),
+                   ("pass", 2.5), ("fail", 2.5), ("pass", 3.5)]
 
 
 def test_a_raising_measure_is_an_error_row_and_the_rest_still_count(chaos_analysis: Analysis,

@@ -38,6 +38,9 @@ def test_a_run_samples_every_part_and_every_consumer_group(run_locust, stack):
     assert not [c for c in consumers if re.search(r"\.[0-9a-f]{8}$", c)]  # labels, not incarnations
     assert (lag["lag_messages"] >= 0).all()
     assert lag.groupby("consumer", observed=True).size().min() >= 4
+    # whose count it is: the system's own backlog (the outbox) or a group read from the broker
+    assert set(lag.loc[lag["consumer"] == "outbox", "source"]) == {"system"}
+    assert set(lag.loc[lag["consumer"] != "outbox", "source"]) == {"group"}
 
 
 def test_no_sampler_writes_neither_folder(run_locust):
@@ -61,7 +64,8 @@ async def test_a_broker_that_does_not_answer_gives_no_rows_not_zeros(stack, stac
     await sampler.run(seconds=4.5)
     assert time.monotonic() - started < 7  # bounded: a read that hangs is cut at 2 s, the stop does not wait
     lag = read_folder(tmp_path, "lag").to_pandas()
-    assert set(lag["consumer"]) == {"outbox"} and len(lag) >= 4
+    assert set(lag["consumer"]) == {"outbox"} and set(lag["source"]) == {"system"}
+    assert len(lag) >= 14  # four times a second: the replay time's resolution
     resources = read_folder(tmp_path, "resources").to_pandas()
     assert {"broker", "postgres", "locust"} <= set(resources["part"])
     assert len(list((tmp_path / "resources").glob("*.parquet"))) >= 2  # written in batches while it ran
