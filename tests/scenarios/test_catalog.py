@@ -23,7 +23,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted(p.stem for p in (REPO / "scenarios").glob("*.conf"))
 # the thresholds that say whether the system held, whatever the machine's speed
-CORRECTNESS = {"lost", "duplicated", "leaked", "unexpected", "recovery", "drain_time", "replay_time", "offered_ratio"}
+CORRECTNESS = {"lost", "duplicated", "leaked", "unexpected", "offered_ratio"}
+# how fast it came back after a fault: measured in every run (never "no data" or "error"), held to its
+# limit by the full-length scenario; a short form on a busy CI machine prints it (seen in CI at 20/s:
+# replay 3.4 s, drain 17 s, flagship users' p95 not back within the 13 s its short form leaves)
+TIMED = {"recovery", "drain_time", "replay_time"}
 # long enough for the scenario's first fault where it has one (the flagship: and for its recovery to show)
 SHORT_RUN = {"flagship": "36s", "resilience": "28s", "registration": "20s", "burst-recovery": "20s",
              "introspection-burst": "8s"}
@@ -50,9 +54,12 @@ def test_scenario_short_form(scenario, tmp_path):
     assert json.loads((run_dir / "run.json").read_text())["scenario"] == scenario, tail
     rows = analysis["thresholds"]
     assert rows, "the scenario has no threshold set"
-    for r in rows:  # the latency floors, for the log
+    for r in rows:  # the latency floors and the timed checks, for the log
         if r["metric"] not in CORRECTNESS:
             print(f"{scenario}: {r['text']}: {r['measured_display']} ({r['status']})")
+    unmeasured = [f"{r['text']}: {r['status']}: {r['detail']}" for r in rows
+                  if r["metric"] in TIMED and r["status"] not in ("pass", "fail")]
+    assert not unmeasured, unmeasured
     # what the drain and the chaos runner said, to tell a slow bridge from a fault that was never healed
     notes = [line for line in (proc.stdout + proc.stderr).splitlines() if "drain:" in line or "chaos:" in line]
     failed = [f"{r['text']}: {r['measured_display']} ({r['status']}: {r['detail']})" for r in rows
