@@ -33,6 +33,7 @@ while its consumers still work through them (that is the drain time).
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -103,34 +104,46 @@ def drain_time(series: pd.DataFrame, start: float, heal: float | None, prev_busy
     return row
 
 
-def drain_times(faults: pd.DataFrame, series: pd.DataFrame) -> pd.DataFrame:
-    """The faults table (recovery.analyse_faults) with the DRAIN_COLUMNS joined, one value per fault."""
+OneFault = Callable[[pd.DataFrame, float, "float | None", float, float], dict[str, object]]
+
+
+def per_fault(faults: pd.DataFrame, series: pd.DataFrame, one_fault: OneFault, columns: list[str]) -> pd.DataFrame:
+    """The faults table with ``columns`` joined, ``one_fault`` measuring each fault in turn.
+
+    ``columns`` are ``<x>_s, <x>_level, <x>_outcome, <x>_note``. The level
+    before a fault leaves out the earlier faults and their draining: each
+    fault is busy from its start until its heal plus its measured time (for
+    ever when never healed or never back), and ``one_fault`` gets the end of
+    the last busy stretch and the next fault's start as its horizon.
+    """
+    seconds, level, outcome, note = columns
     out = faults.copy()
     if faults.empty:
-        for c in DRAIN_COLUMNS:
+        for c in columns:
             out[c] = pd.Series(dtype="object")
         return out
     starts = pd.to_numeric(faults.get("started_at"), errors="coerce").to_numpy(dtype="float64")
     heals = pd.to_numeric(faults.get("healed_at"), errors="coerce").to_numpy(dtype="float64")
     rows: list[dict[str, object]] = []
-    busy_until = -math.inf  # the level before a fault leaves out the earlier faults and their draining
+    busy_until = -math.inf
     for i in range(len(faults)):
         if math.isnan(starts[i]):
-            rows.append({"drain_s": math.nan, "drain_level": math.nan, "drain_outcome": "no data",
-                         "drain_note": "never injected"})
+            rows.append({seconds: math.nan, level: math.nan, outcome: "no data", note: "never injected"})
             continue
         heal = None if math.isnan(heals[i]) else float(heals[i])
         later = starts[starts > (heal if heal is not None else starts[i])]
-        row = drain_time(series, float(starts[i]), heal, busy_until, float(later.min()) if len(later) else math.inf)
-        drain_s = float(row["drain_s"])  # type: ignore[arg-type]
-        if heal is None:
-            busy_until = math.inf
-        else:  # after its drain (never drained: infinite), or after its heal when that is unknown
-            busy_until = max(busy_until, heal + (0.0 if math.isnan(drain_s) else drain_s))
+        row = one_fault(series, float(starts[i]), heal, busy_until, float(later.min()) if len(later) else math.inf)
+        took = float(row[seconds])  # type: ignore[arg-type]
+        busy_until = math.inf if heal is None else max(busy_until, heal + (0.0 if math.isnan(took) else took))
         rows.append(row)
-    for c in DRAIN_COLUMNS:
+    for c in columns:
         out[c] = [r[c] for r in rows]
     return out
+
+
+def drain_times(faults: pd.DataFrame, series: pd.DataFrame) -> pd.DataFrame:
+    """The faults table (recovery.analyse_faults) with the DRAIN_COLUMNS joined, one value per fault."""
+    return per_fault(faults, series, drain_time, DRAIN_COLUMNS)
 
 
 def system_series(lag: pd.DataFrame | None) -> pd.DataFrame:
@@ -174,27 +187,5 @@ def replay_time(series: pd.DataFrame, start: float, heal: float | None, prev_bus
 
 
 def replay_times(faults: pd.DataFrame, series: pd.DataFrame) -> pd.DataFrame:
-    """The faults table with the REPLAY_COLUMNS joined (the level before a fault leaves out earlier faults)."""
-    out = faults.copy()
-    if faults.empty:
-        for c in REPLAY_COLUMNS:
-            out[c] = pd.Series(dtype="object")
-        return out
-    starts = pd.to_numeric(faults.get("started_at"), errors="coerce").to_numpy(dtype="float64")
-    heals = pd.to_numeric(faults.get("healed_at"), errors="coerce").to_numpy(dtype="float64")
-    rows: list[dict[str, object]] = []
-    busy_until = -math.inf
-    for i in range(len(faults)):
-        if math.isnan(starts[i]):
-            rows.append({"replay_s": math.nan, "replay_level": math.nan, "replay_outcome": "no data",
-                         "replay_note": "never injected"})
-            continue
-        heal = None if math.isnan(heals[i]) else float(heals[i])
-        later = starts[starts > (heal if heal is not None else starts[i])]
-        row = replay_time(series, float(starts[i]), heal, busy_until, float(later.min()) if len(later) else math.inf)
-        replay_s = float(row["replay_s"])  # type: ignore[arg-type]
-        busy_until = math.inf if heal is None else max(busy_until, heal + (0.0 if math.isnan(replay_s) else replay_s))
-        rows.append(row)
-    for c in REPLAY_COLUMNS:
-        out[c] = [r[c] for r in rows]
-    return out
+    """The faults table with the REPLAY_COLUMNS joined, one value per fault."""
+    return per_fault(faults, series, replay_time, REPLAY_COLUMNS)
