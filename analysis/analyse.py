@@ -20,6 +20,7 @@ from analysis import backlog
 from analysis import loss as loss_mod
 from analysis import metrics as metrics_mod
 from analysis import recovery
+from analysis.generator import Generator
 from analysis.measured import MeasuredRun
 from analysis.thresholds import Result, Threshold, evaluate, format_value, load_thresholds, resolve
 from rundir.masking import mask_secrets
@@ -40,7 +41,8 @@ class Analysis(MeasuredRun):
     def verdict(self) -> str:
         """``pass`` only when every threshold passed, ``fail`` when one failed or had no data,
         ``unknown`` when none failed but one raised while measured (an "error" row proves nothing
-        either way), ``no thresholds`` when none."""
+        either way) or failed where the load generator was the bottleneck ("generator-limited":
+        that number is the generator's, not the system's), ``no thresholds`` when none."""
         if not self.results:
             return "no thresholds"
         if any(r.status in ("fail", "no data") for r in self.results):
@@ -75,6 +77,7 @@ class Analysis(MeasuredRun):
                 "leaks": list(iter_rows(self.loss.leaks)),
             },
             "experiments": mask_secrets(self.run.experiments),
+            "generator": self.generator_overall.as_dict(),
             "faults": list(iter_rows(self.faults)),
             "bursts": list(iter_rows(self.bursts)),
             "degradation": {k: _clean(v) for k, v in self.degradation.items()},
@@ -153,13 +156,15 @@ def analyse(
     step("loss accounting")
     loss = loss_mod.account(run.ledger, run.truth)
     step("faults and recovery")
-    faults = recovery.analyse_faults(run.samples, run.journal, m.t0)
+    generator = Generator.of(run.samples, run.resources)
+    faults = recovery.analyse_faults(run.samples, run.journal, m.t0, generator)
     faults = backlog.drain_times(faults, backlog.backlog_series(run.lag, m.t0))
     faults = backlog.replay_times(faults, backlog.system_series(run.lag))
     bursts = recovery.analyse_bursts(run.samples, run.journal, m.overall, m.t0)
     degradation = recovery.degradation(run.samples)
     memory = recovery.memory_growth(run.resources)
-    a = Analysis(run=run, metrics=m, loss=loss, faults=faults, bursts=bursts, degradation=degradation, memory=memory)
+    a = Analysis(run=run, metrics=m, loss=loss, faults=faults, bursts=bursts, degradation=degradation, memory=memory,
+                 generator=generator)
     step("thresholds")
     if isinstance(thresholds, list):
         a.evaluate(thresholds, "(given)")

@@ -13,6 +13,7 @@ import pandas as pd
 from analysis import loss as loss_mod
 from analysis import metrics as metrics_mod
 from analysis import recovery
+from analysis.generator import Generator, GeneratorWindow
 from rundir.read import Run
 
 
@@ -27,7 +28,15 @@ class MeasuredRun:
     bursts: pd.DataFrame
     degradation: dict[str, float]
     memory: pd.DataFrame
+    generator: Generator | None = None
     _degradation_cache: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+
+    @property
+    def generator_overall(self) -> GeneratorWindow:
+        """The generator's signs over the whole run (analysis/generator.py)."""
+        if self.generator is None:
+            return GeneratorWindow(float("nan"), float("nan"), "")
+        return self.generator.window(-float("inf"), float("inf"))
 
     def degradation_of(self, selector: str | None) -> dict[str, float]:
         """Sustained-run degradation of a selection (see recovery.degradation)."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.generator import Generator
 from rundir.journal import BURST
 
 SUCCESS_RATIO = 0.99
@@ -141,8 +142,12 @@ def recovery_time(buckets: pd.DataFrame) -> float:
 
 
 def analyse_window(a: Arrays, name: str, start: float, heal: float | None, prev_busy: float,
-                   horizon: float) -> dict[str, object]:
-    """Numbers of one fault (or burst): baseline before, behaviour during, recovery after."""
+                   horizon: float, generator: Generator | None = None) -> dict[str, object]:
+    """Numbers of one fault (or burst): baseline before, behaviour during, recovery after.
+
+    With the run's ``generator``, each phase also says whether the load generator limited it
+    (``{phase}_generator``: the reason, or "").
+    """
     base_from = max(start - BASELINE_WINDOW_S, prev_busy)
     pre = (a.ts >= base_from) & (a.ts < start)
     baseline_p95 = _p95(a.lat[pre])
@@ -168,6 +173,8 @@ def analyse_window(a: Arrays, name: str, start: float, heal: float | None, prev_
     for phase, (lo, hi) in phases.items():
         for stat, value in phase_stats(a, lo, hi).items():
             row[f"{phase}_{stat}"] = value
+        if generator is not None:
+            row[f"{phase}_generator"] = generator.window(lo, hi).limited
     before = row["before_offered"]
     row["offered_ratio"] = row["during_offered"] / before * 100 if before and before > 0 else math.nan
     if heal is None:
@@ -214,7 +221,8 @@ def outside_faults(samples: pd.DataFrame, faults: pd.DataFrame) -> np.ndarray:
     return keep
 
 
-def analyse_faults(samples: pd.DataFrame, journal: pd.DataFrame, t0: float) -> pd.DataFrame:
+def analyse_faults(samples: pd.DataFrame, journal: pd.DataFrame, t0: float,
+                   generator: Generator | None = None) -> pd.DataFrame:
     """One row per journal entry (faults and journal-marked bursts alike), in start order."""
     cols = ["fault_id", "name", "action", "target", "outcome", "started_at", "healed_at", "start_s", "heal_s",
             "duration_s"]
@@ -249,7 +257,7 @@ def analyse_faults(samples: pd.DataFrame, journal: pd.DataFrame, t0: float) -> p
             "heal_s": None if heal is None else heal - t0,
             "duration_s": None if heal is None else heal - float(starts[i]),
         }
-        row.update(analyse_window(a, str(f.name), float(starts[i]), heal, prev_busy, horizon))
+        row.update(analyse_window(a, str(f.name), float(starts[i]), heal, prev_busy, horizon, generator))
         rows.append(row)
     return pd.DataFrame(rows)
 

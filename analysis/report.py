@@ -65,7 +65,8 @@ class Verdict:
             console.print(f"report: {self.report_path}")
 
 
-STATUS_STYLE = {"pass": "bold green", "fail": "bold red", "no data": "bold red", "error": "bold magenta"}
+STATUS_STYLE = {"pass": "bold green", "fail": "bold red", "no data": "bold red", "error": "bold magenta",
+                "generator-limited": "bold magenta"}
 
 
 def verdict_table(results: list[dict[str, Any]], title: str = "thresholds") -> Table:

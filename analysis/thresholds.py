@@ -16,7 +16,10 @@ MeasuredRun (a new kind is one measure function and one entry). A threshold
 whose input is absent (no such sample name, no ledger, no such fault) fails
 with "no data": a check that cannot be made proves nothing. A measure
 function that raises gives its row "error" and the others still evaluate:
-the verdict is then unknown, neither pass nor fail.
+the verdict is then unknown, neither pass nor fail. So is it when a check
+that the load's own pace can fail (a latency, a rate, a fault's phase
+numbers or recovery) failed in a window where the generator was the
+bottleneck (analysis/generator.py): its row is "generator-limited".
 """
 
 from __future__ import annotations
@@ -358,7 +361,7 @@ class Result:
 
     threshold: Threshold
     measured: float | None
-    status: str  # pass, fail, no data, error (measuring raised: unknown)
+    status: str  # pass, fail, no data, error (measuring raised), generator-limited (failed where the load was the bottleneck)
     detail: str = ""
 
     @property
@@ -498,6 +501,38 @@ def resolve(ref: str | Path, run_dir: Path | None = None) -> Path:
 # evaluation
 
 
+GENERATOR_PHASES = {"recovery": ("after",), "first_success": ("after",), "fault_errors": ("during",),
+                    "offered_ratio": ("before", "during")}
+
+
+def generator_limits(t: Threshold, a: MeasuredRun) -> str:
+    """Why the load generator, not the system, may have set this threshold's number ("" when it did not).
+
+    Only numbers the generator's pace moves are read: latencies and rates of samples
+    (over the whole run), a fault's phase numbers (that phase), recovery and first
+    success (the phase after the heal), the offered ratio (before and during).
+    """
+    spec = METRICS[t.metric]
+    if spec.measure in (measure_samples, measure_steady):
+        if spec.dimension not in ("latency", "rate"):
+            return ""
+        overall = a.generator_overall  # service times start when the request went out: only the CPU sign counts
+        return overall.busy if t.metric.startswith("service_") else overall.limited
+    if spec.measure not in (measure_fault_phase, measure_fault):
+        return ""
+    phases = GENERATOR_PHASES.get(t.metric) or (t.metric.split("_", 1)[0],)
+    sel, _ = _select_faults(t, a)
+    if sel is None:
+        return ""
+    reasons = []
+    for phase in phases:
+        column = f"{phase}_generator"
+        if column in sel.columns:
+            reasons += [f"{name} {phase}: {why}" for name, why in zip(sel["name"], sel[column])
+                        if isinstance(why, str) and why]
+    return "; ".join(reasons)
+
+
 def measure(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
     """The measured value of a threshold (its dimension's base unit) and a detail, by its metric's function."""
     return METRICS[t.metric].measure(t, a)
@@ -512,8 +547,12 @@ def check(t: Threshold, a: MeasuredRun) -> Result:
         return Result(t, None, "error", f"error: {type(exc).__name__}: {exc}")
     if measured is None or math.isnan(measured):
         return Result(t, None, "no data", detail or "nothing to measure")
-    ok = OPERATORS[t.op](measured, t.limit)
-    return Result(t, measured, "pass" if ok else "fail", detail)
+    if OPERATORS[t.op](measured, t.limit):
+        return Result(t, measured, "pass", detail)
+    limited = generator_limits(t, a)
+    if limited:
+        return Result(t, measured, "generator-limited", "; ".join(x for x in (detail, limited) if x))
+    return Result(t, measured, "fail", detail)
 
 
 def evaluate(thresholds: list[Threshold], a: MeasuredRun) -> list[Result]:

@@ -39,4 +39,4 @@ class ArrivalUser(RunMixin, FastHttpUser):
     @task
     def get(self) -> None:
         ts_intended = self.intended()
-        self.client.get(f"{self.base}/", name="GET /", context={"ts_start": time.time(), "ts_intended": ts_intended})
+        self.client.get(f"{self.base}/", name="GET /", context=self.sample_context(time.time(), None, ts_intended))

@@ -121,12 +121,15 @@ def arrivals(user: Any) -> float:
     """Locust ``wait_time`` of open-model users: seconds until the next arrival of the user's class.
 
     With ``--rate`` the user takes the arrival and keeps its intended start for
-    the request it makes next (``RunMixin.intended()``); without, it runs
-    closed-loop (no wait, no intended start).
+    the request it makes next (``RunMixin.intended()``), and when it was ready
+    to start (``ts_ready``: the intended start, or now if that has passed);
+    without, it runs closed-loop (no wait, no intended start).
     """
     clock = user.run.arrival_clock(type(user))
     if clock is None:
-        user.ts_intended = None
+        user.ts_intended = user.ts_ready = None
         return 0.0
     user.ts_intended = clock.take()
-    return max(0.0, user.ts_intended - time.time())
+    now = time.time()
+    user.ts_ready = max(user.ts_intended, now)  # later than intended: no user was free when it was due
+    return max(0.0, user.ts_intended - now)

@@ -281,7 +281,7 @@ class Hooks:
             ts_start=ts, type=request_type, name=name, latency_ms=response_time or 0.0,
             ok=exception is None, bytes=response_length or 0,
             error=None if exception is None else (str(exception) or type(exception).__name__)[:500],
-            key=c.get("key"), ts_intended=c.get("ts_intended"),
+            key=c.get("key"), ts_intended=c.get("ts_intended"), ts_ready=c.get("ts_ready"),
         )
 
     def on_quitting(self, environment: Environment, **_: Any) -> None:

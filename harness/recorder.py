@@ -62,9 +62,11 @@ class Recorder:
     # ---- adding (gevent side)
 
     def sample(self, ts_start: float, type: str, name: str, latency_ms: float, ok: bool, bytes: int,
-               error: str | None = None, key: str | None = None, ts_intended: float | None = None) -> None:
+               error: str | None = None, key: str | None = None, ts_intended: float | None = None,
+               ts_ready: float | None = None) -> None:
         c = self.samples.cols
         c["ts_intended"].append(ts_intended)
+        c["ts_ready"].append(ts_ready)
         c["ts_start"].append(ts_start)
         c["type"].append(type)
         c["name"].append(name)

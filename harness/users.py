@@ -36,6 +36,8 @@ class RunMixin:
     environment: Any
     run: RunContext
     ts_intended: float | None = None  # the intended start of the arrival this user took
+    ts_ready: float | None = None  # when that arrival could start: its intended start, or when the user took it
+    _arrival: tuple[float, float] | None = None  # (intended, ready) of the arrival the current task makes
     e2e_timeout_s: float = 10.0
 
     def run_start(self) -> None:
@@ -64,7 +66,15 @@ class RunMixin:
     def intended(self) -> float | None:
         """The intended start of the request this task makes (open model with ``--rate``), else None."""
         ts, self.ts_intended = self.ts_intended, None
+        self._arrival = None if ts is None or self.ts_ready is None else (ts, self.ts_ready)
         return ts
+
+    def sample_context(self, ts_start: float, key: str | None, ts_intended: float | None) -> dict[str, Any]:
+        """The ``context`` of a request event: its start, key and arrival (intended start, and ready time
+        when ``ts_intended`` is the arrival this task took; the analysis reads the generator's lateness from it)."""
+        arrival = self._arrival
+        ready = arrival[1] if arrival is not None and ts_intended is not None and arrival[0] == ts_intended else None
+        return {"ts_start": ts_start, "key": key, "ts_intended": ts_intended, "ts_ready": ready}
 
     def run_stop(self) -> None:
         """Call in ``on_stop``: an open-model user leaves its class's arrivals."""
@@ -78,7 +88,7 @@ class RunMixin:
         exc = None if error is None else (error if isinstance(error, BaseException) else Exception(error))
         self.environment.events.request.fire(
             request_type=type, name=name, response_time=latency_ms, response_length=length, exception=exc,
-            context={"ts_start": ts_start, "key": key, "ts_intended": ts_intended}, start_time=ts_start,
+            context=self.sample_context(ts_start, key, ts_intended), start_time=ts_start,
             response=None, url=None,
         )
 

@@ -27,7 +27,7 @@ from rundir.schema import ADDED_COLUMNS, ONE_OF, RUN_JSON, SCHEMAS, RunDirError
 
 # columns the analysis needs from samples: `key` is not read (it is the largest
 # column and nothing in the analysis uses it), repeated strings come back as categoricals
-SAMPLE_COLUMNS = ["ts_intended", "ts_start", "type", "name", "latency_ms", "ok", "bytes", "error", "process"]
+SAMPLE_COLUMNS = ["ts_intended", "ts_start", "type", "name", "latency_ms", "ok", "bytes", "error", "process", "ts_ready"]
 _DICTIONARY_COLUMNS = {"type", "name", "error", "process", "kind", "namespace", "source", "part", "consumer"}
 
 

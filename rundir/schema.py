@@ -19,6 +19,9 @@ SAMPLES_SCHEMA = pa.schema(
         pa.field("error", pa.string(), nullable=True),
         pa.field("key", pa.string(), nullable=True),
         pa.field("process", pa.string(), nullable=False),
+        # when the arrival was ready to start: its intended start, or later when no user was free to take it;
+        # ts_start - ts_ready is the generator's own lateness (analysis/generator.py)
+        pa.field("ts_ready", pa.float64(), nullable=True),
     ]
 )
 
@@ -77,7 +80,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 
 # columns added to the contract after files were written without them: such a file reads them as nulls,
 # and a writer may leave them out (they are nullable)
-ADDED_COLUMNS: dict[str, set[str]] = {"lag": {"lag_messages", "source"}}
+ADDED_COLUMNS: dict[str, set[str]] = {"lag": {"lag_messages", "source"}, "samples": {"ts_ready"}}
 # per folder, columns of which every row sets at least one
 ONE_OF: dict[str, tuple[str, ...]] = {"lag": ("lag_ms", "lag_messages")}
 

@@ -152,8 +152,8 @@ def test_null_where_not_allowed_is_named(chaos_run: Path, tmp_path: Path) -> Non
     run_dir = copy_run(chaos_run, tmp_path)
     cols = rungen._cols(rungen.e2e_samples())
     cols["latency_ms"][3] = None
-    table = pa.Table.from_pydict(cols, schema=SAMPLES_SCHEMA.set(
-        4, pa.field("latency_ms", pa.float64(), nullable=True)))
+    schema = SAMPLES_SCHEMA.set(4, pa.field("latency_ms", pa.float64(), nullable=True))
+    table = pa.Table.from_pydict(cols, schema=schema.remove(schema.get_field_index("ts_ready")))
     pq.write_table(table, run_dir / "samples" / "nulls.parquet")
     with pytest.raises(RunDirError, match=r"nulls\.parquet: column 'latency_ms' has 1 null"):
         load_run(run_dir)

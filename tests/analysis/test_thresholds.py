@@ -280,5 +280,5 @@ def test_unknown_exits_3(chaos_run: Path, tmp_path: Path, broken_metric: None,
     assert [r["status"] for r in v.results] == ["pass", "error"]
     assert json.loads((tmp_path / "out" / "analysis.json").read_text())["verdict"] == "unknown"
     html = (tmp_path / "out" / "index.html").read_text()
-    assert 'class="banner unknown"' in html and "UNKNOWN — 1 of 2 thresholds could not be measured" in html
+    assert 'class="banner unknown"' in html and "UNKNOWN — none failed, but 1 of 2 thresholds could not be measured" in html
     assert '<span class="status error">error</span>' in html

@@ -67,7 +67,7 @@ class StampingUser(RunMixin, FastHttpUser):
                                   json={"content": content, "content_type": "text/plain",
                                         "namespace": self.run.namespace},
                                   headers={"X-Correlation-ID": corr},
-                                  context={"ts_start": ts, "key": corr, "ts_intended": ts_intended}) as resp:
+                                  context=self.sample_context(ts, corr, ts_intended)) as resp:
                 if resp.status_code not in (200, 201):
                     resp.failure(f"status {resp.status_code}: {(resp.text or '')[:200]}")
                 else:
@@ -97,7 +97,7 @@ class StampingUser(RunMixin, FastHttpUser):
         digest = random.choice(self.hashes)
         with self.client.get(f"{self.base}/stamp/{digest}", params={"namespace": self.run.namespace},
                              name="GET /stamp/{hash}", catch_response=True,
-                             context={"ts_start": time.time(), "key": digest, "ts_intended": ts_intended}) as resp:
+                             context=self.sample_context(time.time(), digest, ts_intended)) as resp:
             if resp.status_code != 200:
                 resp.failure(f"status {resp.status_code}")
             else:

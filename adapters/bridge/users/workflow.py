@@ -66,7 +66,7 @@ class WorkflowUser(RunMixin, FastHttpUser):
                 "use_intelligence": use_intelligence, "workflow_id": workflow_id, "correlation_id": corr}
         try:  # the ledger row is written even when the run stops mid-request (stored later = recovered)
             with self.client.post(f"{self.base}/workflows", json=body, name="POST /workflows", catch_response=True,
-                                  context={"ts_start": ts, "key": corr, "ts_intended": ts_intended}) as resp:
+                                  context=self.sample_context(ts, corr, ts_intended)) as resp:
                 if resp.status_code != 202:
                     resp.failure(f"status {resp.status_code}: {(resp.text or '')[:200]}")
                 else:
