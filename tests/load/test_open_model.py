@@ -28,6 +28,12 @@ def test_arrivals_come_at_the_rate_and_are_dropped_while_every_user_is_stuck(run
     # the actual start is never before the intended one
     started = requests[requests["type"] != "dropped"]
     assert (started["ts_start"] >= started["ts_intended"] - 0.002).all()
+    # each request knows when it could start: at its intended start, or later when no user was free;
+    # after the pause the freed users take arrivals that waited for them (the system's time, not the generator's)
+    first = started[started["ts_ready"].notna()]
+    assert set(first["type"]) == {"POST", "GET"} and len(first) == len(started), tail
+    assert (first["ts_ready"] >= first["ts_intended"]).all() and (first["ts_start"] >= first["ts_ready"] - 0.002).all()
+    assert (first["ts_ready"] > first["ts_intended"] + 0.5).any(), tail
     # offered = started + dropped, at the rate, second by second, faults included
     t0 = requests["ts_intended"].min()
     per_second = np.bincount((requests["ts_intended"] - t0).astype(int))[1:8]  # whole seconds inside the run
