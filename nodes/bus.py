@@ -252,9 +252,12 @@ async def _abandon(producer: AIOKafkaProducer) -> None:
     """
     producer._closed = True
     producer._message_accumulator.fail_all(KafkaConnectionError("abandoned: the broker is a new incarnation"))
-    if producer._sender is not None:
-        await asyncio.wait_for(producer._sender.close(), 2)
-    await asyncio.wait_for(producer.client.close(), 2)
+    try:
+        if producer._sender is not None:
+            # the sender task may end with the batches fail_all took from it (a KeyError in aiokafka's reenqueue)
+            await asyncio.wait_for(producer._sender.close(), 2)
+    finally:  # whatever the sender did: a client left open keeps its connections and metadata loop for ever
+        await asyncio.wait_for(producer.client.close(), 2)
 
 
 async def assign_at_end(consumer: AIOKafkaConsumer, topics: list[str]) -> None:
