@@ -18,7 +18,9 @@ parent polls each generator's CPU (psutil user + system, its children too)
 from outside; the cost is that CPU over the steady middle of the run
 (start-up, spawning and shutdown left out) divided by the requests that
 completed in that window. The whole process's CPU over all its requests is
-printed too (it includes Python's and Locust's start-up).
+printed too (it includes Python's and Locust's start-up). The Locust Kafka
+process also runs the bus's result observer (harness/kafka.py), as every
+run does: a cost per second, not per publish, so it weighs more at low rates.
 
 The targets are the cheapest real ones, each in a process of its own, so
 the generators' CPU is not confused with the target's and little of the two
