@@ -2,8 +2,10 @@
 
 Each row is a ratio measured in this run, on this machine, against an
 independent peer doing the same work: Kafka publishes of one Locust process
-against plain aiokafka (and `kcat`, librdkafka, when installed); stamping
-over HTTP from Locust against `wrk` (when installed); our Toxiproxy server
+against plain aiokafka (and `kcat`, librdkafka, when installed); the CPU
+one Locust process spends per HTTP request and per acknowledged publish at
+a fixed rate against plain aiohttp and plain aiokafka; stamping over HTTP
+from Locust against `wrk` (when installed); our Toxiproxy server
 against a direct connection; the analysis against pandas alone. The chaos
 rows hold fault inject and heal times against their 100 ms target instead
 of a peer. The detailed scripts beside this file measure more (and
@@ -32,6 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import analysis_speed  # noqa: E402
 import chaos_timings  # noqa: E402
+import generator_cost  # noqa: E402
 import kafka_publish  # noqa: E402
 import proxy_overhead  # noqa: E402
 
@@ -74,6 +77,18 @@ def kafka_rows(seconds: float) -> list[Row]:
     finally:
         stop_process(broker)
         shutil.rmtree(stack_dir, ignore_errors=True)
+
+
+def generator_rows(seconds: float, rate: float = 200.0, users: int = 100) -> list[Row]:
+    """One pair per kind of benchmarks/generator_cost.py (which runs three, and says more)."""
+    seconds = max(seconds, 8.0)  # its steady window leaves out the first 3 s and the last 1 s
+    rows: list[Row] = []
+    for kind, (work, peer, target) in generator_cost.KINDS.items():
+        with target() as address:
+            r = generator_cost.summary(generator_cost.compare(kind, address, rate, seconds, users, 1))
+        rows.append((f"CPU µs per {work} at {rate:g}/s: one Locust process vs {peer} (goal ≤ {generator_cost.GOAL:g}×)",
+                     f"{r['locust_median']:.0f}", f"{r['plain_median']:.0f}", f"{r['ratio']:.2f}"))
+    return rows
 
 
 WRK_SCRIPT = """
@@ -163,6 +178,7 @@ def main() -> int:
     args = parser.parse_args()
     rows: list[Row] = []
     for title, step in (("Kafka publish", lambda: kafka_rows(args.seconds)),
+                        ("generator cost", lambda: generator_rows(args.seconds)),
                         ("HTTP stamping", lambda: stamping_rows(args.seconds)),
                         ("proxy overhead", proxy_rows),
                         ("chaos inject and heal", chaos_rows),
