@@ -10,9 +10,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m harness.locust_help >/dev/null  # `locust -f ... --help` lists bridgestorm's options
 	touch $@
 
 ## the main job: the flagship scenario (load + chaos) on the embedded stack, report in reports/<run-id>/
+## (make itself exits 2 when the run exits non-zero; its "Error N" line is the run's code: README, Exit codes)
 report: $(VENV)/.installed
 	$(VENV)/bin/locust --config scenarios/flagship.conf
 
