@@ -295,7 +295,8 @@ class Hooks:
             return
         ctx.publish_options()
         opts = environment.parsed_options
-        opts.rate_per_user = rate_per_user(float(opts.rate or 0), list(environment.user_classes),
+        opts.rate = float(opts.rate) if opts.rate not in (None, "") else None  # the web UI's form sends text
+        opts.rate_per_user = rate_per_user(opts.rate or 0.0, list(environment.user_classes),
                                            getattr(opts, "num_users", None))
         ctx.started_at = ctx.started_at or time.time()
         _write_run_info(ctx)
@@ -359,6 +360,10 @@ class Hooks:
             _wait_for_samples(ctx)
             _write_locust_stats(ctx)
             opts = environment.parsed_options
+            dead = _dead_parts(ctx)
+            if dead:  # the report is still written: it shows what the users saw when it died
+                log.error("bridgestorm: the stack died during the run: %s not running", ", ".join(dead))
+                codes.append(EXIT_BROKEN)
             if not opts.no_report:
                 _drain(ctx, opts.drain)
             _stop_sampler(ctx)
@@ -400,6 +405,16 @@ class Hooks:
         ctx: RunContext | None = getattr(self.environment, ATTRIBUTE, None)
         if ctx is not None and ctx.verdict is not None:
             ctx.verdict.print()
+
+
+def _dead_parts(ctx: RunContext) -> list[str]:
+    """The embedded stack's processes that are gone at the end of the load (chaos heals what it killed)."""
+    if not ctx.embedded:
+        return []
+    from stack.state import StateFile
+
+    parts = StateFile(ctx.stack_state).read().parts.values()
+    return sorted(p.name for p in parts if p.kind == "process" and p.pid is not None and p.process() is None)
 
 
 def _wait_for_followers(ctx: RunContext, timeout: float = 30.0) -> None:
