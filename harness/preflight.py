@@ -220,7 +220,8 @@ def problems(opts: Any, scenario: str, env_keys: Iterable[str] = ()) -> list[str
     for dest in NUMBERS:
         found += check_number(dest, getattr(opts, dest, None))
     found += check_run_dir(getattr(opts, "run_dir", "") or "")
-    run_time = getattr(opts, "run_time", None) if getattr(opts, "headless", False) else None
+    timed = getattr(opts, "headless", False) or getattr(opts, "autostart", False)  # else the form's run time
+    run_time = getattr(opts, "run_time", None) if timed else None
     found += check_chaos(getattr(opts, "chaos", "") or "", run_time)
     if getattr(opts, "no_report", False) and getattr(opts, "thresholds", ""):
         found.append("--thresholds with --no-report: the thresholds would never be checked")

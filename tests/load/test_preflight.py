@@ -163,6 +163,13 @@ def test_a_scenario_conf_with_bad_values(tmp_path):
         one_line(err, part)
 
 
+def test_a_scenario_that_does_not_exist(tmp_path):
+    proc = subprocess.run([LOCUST, "--config", "scenarios/flagshp.conf"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "scenarios/flagshp.conf" in proc.stderr, proc.stderr
+
+
 def test_chaos_cli_refuses_a_bad_experiment_before_injecting(tmp_path):
     exp = tmp_path / "bad.yaml"
     exp.write_text(BAD_EXPERIMENT)
