@@ -167,6 +167,21 @@ def _resolve_stack(ctx: RunContext) -> None:
     ctx.set_stack(state_path)
 
 
+def _stop_forked_workers(opts: Any) -> None:
+    """A run refused at init: the workers ``--processes`` forked before it must not outlive it.
+
+    Locust's own clean-up at exit forgets children that have not exited yet, so they would run on,
+    orphaned, waiting for a master that is gone. At init this process has no other children. They are
+    not waited for here: Locust's clean-up at exit reaps them.
+    """
+    if not getattr(opts, "processes", None):
+        return
+    import psutil
+
+    for child in psutil.Process().children():
+        child.terminate()
+
+
 def _version(dist: str) -> str | None:
     try:
         return md.version(dist)
@@ -265,6 +280,7 @@ class Hooks:
         scenario = scenario_name(environment)
         found = preflight.problems(opts, scenario, self.adapter.env_keys)
         if found:  # before the run directory and the stack: nothing is left running or written
+            _stop_forked_workers(opts)
             preflight.refuse(found)
         run_dir = opts.run_dir or str(REPO / "reports" / new_run_id(scenario))
         Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -279,6 +295,7 @@ class Hooks:
             _resolve_stack(ctx)
         except Exception as exc:  # noqa: BLE001 - the run broke before it began: exit 3, one line
             report_error(environment, "the stack did not start", exc)  # up() stopped what it had started
+            _stop_forked_workers(opts)
             raise SystemExit(EXIT_BROKEN) from None
         _write_run_info(ctx)
         if environment.web_ui is not None:

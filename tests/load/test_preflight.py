@@ -163,6 +163,11 @@ def test_a_scenario_conf_with_bad_values(tmp_path):
         one_line(err, part)
 
 
+def test_forked_workers_do_not_outlive_a_refused_run(tmp_path):
+    """--processes forks workers before Locust's init: a refused run stops them (refused() looks for them)."""
+    one_line(refused(tmp_path, "--processes", "2", "--rate", "-1"), "--rate")
+
+
 def test_a_scenario_that_does_not_exist(tmp_path):
     proc = subprocess.run([LOCUST, "--config", "scenarios/flagshp.conf"], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
