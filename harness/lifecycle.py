@@ -462,7 +462,8 @@ def _stop_chaos(ctx: RunContext) -> None:
         ctx.chaos_broken = f"{result.status}: {result.error or 'a fault was not injected or not healed'}"
     elif result.status == "interrupted" and not result.faults:
         ctx.chaos_broken = "the load ended before its first fault"
-    ctx.chaos_deviated = result.status == "deviated"
+    elif result.status == "deviated":
+        ctx.chaos_deviated = True
 
 
 def _start_sampler(ctx: RunContext) -> None:
