@@ -288,3 +288,19 @@ def test_a_chaos_experiment_that_cannot_run_is_never_exit_0(run_locust, tmp_path
     assert run.returncode == 3, run.output[-3000:]
     assert "did not run as planned" in run.output
     assert json.loads((run.run_dir / "analysis.json").read_text())["verdict"] == "pass"  # the load itself passed
+
+
+@pytest.mark.parametrize("conf", sorted((ROOT / "scenarios").glob("*.conf")), ids=lambda p: p.stem)
+def test_every_shipped_scenario_passes_its_own_checks(conf):
+    """What a scenario names (experiment, threshold set, rate, its first fault within its run time) is valid."""
+    from locust.util.timespan import parse_timespan
+
+    from harness import preflight
+
+    values = dict(line.split("=", 1) for line in conf.read_text().splitlines() if "=" in line and
+                  not line.lstrip().startswith("#"))
+    values = {k.strip(): v.strip() for k, v in values.items()}
+    found = preflight.check_scenario(values["scenario"]) + preflight.check_rate(values.get("rate"))
+    found += preflight.check_chaos(values.get("chaos", ""), parse_timespan(values["run-time"]))
+    found += preflight.check_thresholds(values.get("thresholds", ""), values["scenario"])
+    assert found == []
