@@ -4,8 +4,8 @@ Why this module: Locust prints ``--help`` before it imports a locustfile, so
 the options a locustfile registers (harness/lifecycle.py ``add_options``)
 never appear there. The project's virtual environment holds a one-line
 ``bridgestorm-help.pth`` (written by the Makefile's install step) that
-imports this module when Python starts; it does nothing unless the process
-is ``locust`` asked for its help, and then registers the same options before
+Python runs when it starts: only when the process is ``locust`` asked for its
+help does it import this module, which registers the same options before
 Locust builds the parser it prints.
 """
 from __future__ import annotations
@@ -14,7 +14,9 @@ import os
 import sys
 
 PTH_NAME = "bridgestorm-help.pth"
-PTH_LINE = "import harness.locust_help\n"
+# run by Python at start-up: imports this module only for a `locust ... --help`, costs nothing otherwise
+PTH_LINE = ("import sys; argv = getattr(sys, 'argv', []); any(a in ('-h', '--help') for a in argv[1:]) and "
+            "argv[0].endswith('locust') and __import__('harness.locust_help')\n")
 
 
 def asked_for_help(argv: list[str]) -> bool:
