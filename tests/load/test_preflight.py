@@ -304,3 +304,29 @@ def test_every_shipped_scenario_passes_its_own_checks(conf):
     found += preflight.check_chaos(values.get("chaos", ""), parse_timespan(values["run-time"]))
     found += preflight.check_thresholds(values.get("thresholds", ""), values["scenario"])
     assert found == []
+
+
+def test_a_stack_part_that_dies_during_the_run_makes_it_exit_3(tmp_path):
+    """The run broke: an embedded stack's process gone at the end of the load is exit 3, whatever the verdict."""
+    run_dir = tmp_path / "died"
+    passing = tmp_path / "pass.yaml"
+    passing.write_text("- errors(POST /stamp) < 50%\n")
+    proc = subprocess.Popen([LOCUST, "-f", "locustfiles/stamping.py", "--headless", "-u", "1", "-r", "1", "-t", "6s",
+                             "--stack", "embedded", "--run-dir", str(run_dir), "--thresholds", str(passing),
+                             "--drain", "5"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(1200):  # until the load has started (run.json has its start), or Locust ended
+            info = run_dir / "run.json"
+            if info.is_file() and json.loads(info.read_text()).get("started_at"):  # written atomically
+                break
+            assert proc.poll() is None
+            time.sleep(0.1)
+        state = json.loads((run_dir / "stack" / "stack.json").read_text())
+        psutil.Process(state["parts"]["intelligence"]["pid"]).kill()  # a node the stamping load never calls
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 3, out[-3000:]
+    assert "the stack died during the run: intelligence not running" in out
