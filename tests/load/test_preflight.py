@@ -293,15 +293,14 @@ def test_a_chaos_experiment_that_cannot_run_is_never_exit_0(run_locust, tmp_path
 @pytest.mark.parametrize("conf", sorted((ROOT / "scenarios").glob("*.conf")), ids=lambda p: p.stem)
 def test_every_shipped_scenario_passes_its_own_checks(conf):
     """What a scenario names (experiment, threshold set, rate, its first fault within its run time) is valid."""
-    from locust.util.timespan import parse_timespan
-
-    from harness import preflight
+    from harness import preflight  # not Locust: importing it would monkey-patch this test process with gevent
 
     values = dict(line.split("=", 1) for line in conf.read_text().splitlines() if "=" in line and
                   not line.lstrip().startswith("#"))
     values = {k.strip(): v.strip() for k, v in values.items()}
     found = preflight.check_scenario(values["scenario"]) + preflight.check_rate(values.get("rate"))
-    found += preflight.check_chaos(values.get("chaos", ""), parse_timespan(values["run-time"]))
+    assert values["run-time"].endswith("s") and values["run-time"][:-1].isdigit(), values["run-time"]
+    found += preflight.check_chaos(values.get("chaos", ""), float(values["run-time"][:-1]))
     found += preflight.check_thresholds(values.get("thresholds", ""), values["scenario"])
     assert found == []
 
