@@ -10,18 +10,25 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m harness.locust_help >/dev/null
+	touch $@ $(VENV)/.locust-help
+
+# `locust -f ... --help` lists bridgestorm's options (harness/locust_help.py); also for a venv made before it
+$(VENV)/.locust-help: $(VENV)/.installed harness/locust_help.py
+	$(PY) -m harness.locust_help >/dev/null
 	touch $@
 
 ## the main job: the flagship scenario (load + chaos) on the embedded stack, report in reports/<run-id>/
-report: $(VENV)/.installed
+## (make itself exits 2 when the run exits non-zero; its "Error N" line is the run's code: README, Exit codes)
+report: $(VENV)/.installed $(VENV)/.locust-help
 	$(VENV)/bin/locust --config scenarios/flagship.conf
 
 ## the test suite, against the real embedded stack (and Docker, where it answers)
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(VENV)/.locust-help
 	$(PY) -m pytest -p no:cacheprovider -q -rfEs
 
 ## the quick check: a few seconds of each flow (node, stamp, workflow) through the bus, with a report
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed $(VENV)/.locust-help
 	$(VENV)/bin/locust --config scenarios/demo.conf
 
 up: $(VENV)/.installed

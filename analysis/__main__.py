@@ -1,15 +1,20 @@
 """``python -m analysis``: report, check and compare run directories.
 
-Exit codes: 0 pass (or nothing to check for ``report``), 1 a threshold failed,
-2 bad input (missing/damaged run directory file, threshold file mistake, or
-``check`` with no thresholds at all), 3 unknown (none failed, but measuring
-one raised: the run's analysis broke, so nothing is proven).
+Exit codes (README: Exit codes): 0 pass (or nothing to check for ``report``),
+1 a threshold failed, 2 bad input (missing/damaged run directory file,
+threshold file mistake, or ``check`` with no thresholds at all; the run
+directory and the threshold file are checked before anything is read), 3
+unknown (none failed, but measuring one raised, or the analysis itself broke:
+nothing is proven). Errors are one line; ``--debug`` or ``BRIDGESTORM_DEBUG=1``
+adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,8 +38,32 @@ threshold files (YAML, one check per line):
   - burst_recovery < 5s, degradation < 50%, throughput_drop < 50%, memory_growth < 10%, lag_p95 < 100ms
 shipped sets: analysis/thresholds/*.yaml (pass a name, e.g. --thresholds flagship)
 
-exit codes: 0 pass, 1 a threshold failed, 2 bad input, 3 unknown (measuring a threshold raised)
+exit codes: 0 pass, 1 a threshold failed, 2 bad usage or input (nothing was analysed), 3 unknown (measuring a
+threshold raised, or the analysis broke)
 """
+
+
+def input_problems(args: argparse.Namespace) -> list[str]:
+    """The run directory, the threshold file and the baseline, checked before anything is read (all at once)."""
+    from analysis.thresholds import load_thresholds, resolve
+
+    found = []
+    for name in ("run_dir", "baseline", "run"):
+        path = getattr(args, name, None)
+        if path is not None and not path.exists():
+            found.append(f"{path}: no such run directory")
+        elif name == "run_dir" and path is not None and not path.is_dir():
+            found.append(f"{path}: not a run directory")
+    ref = getattr(args, "thresholds", None)
+    if ref:
+        source = resolve(ref, args.run_dir if args.run_dir.is_dir() else None)
+        try:
+            load_thresholds(source)
+        except ThresholdError as exc:
+            found.append(str(exc) if source.is_file() else f"--thresholds: {ref!r} is neither a file nor a "
+                                                           "shipped set (analysis/thresholds/)")
+    return found
+
 
 @contextmanager
 def progress(console: Console, enabled: bool) -> Iterator[Callable[[str], None]]:
@@ -109,6 +138,7 @@ def parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--debug", action="store_true", help="print tracebacks with errors (also BRIDGESTORM_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="{report,check,compare,metrics}")
 
     r = sub.add_parser("report", help="write analysis.json and index.html, print the verdict",
@@ -165,12 +195,25 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     if not console.is_terminal:  # piped or in CI: wide enough that the verdict table does not wrap
         console = Console(width=160)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
+    found = input_problems(args)
+    if found:
+        for line in found:
+            err.print(f"[bold red]error:[/] {line}", highlight=False)
+        return 2
+    debug = args.debug or os.environ.get("BRIDGESTORM_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args, console))
     except (RunDirError, ThresholdError) as exc:
+        if debug:
+            traceback.print_exc()
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2
+    except Exception as exc:  # noqa: BLE001 - the analysis broke: one line, exit 3
+        if debug:
+            traceback.print_exc()
+        err.print(f"[bold red]error:[/] the analysis failed: {type(exc).__name__}: {exc}", highlight=False)
+        return 3
 
 
 if __name__ == "__main__":

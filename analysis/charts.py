@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import math
 
 import matplotlib
 
 matplotlib.use("Agg")
+# a first run builds matplotlib's font cache and says so in the middle of the run's output: not news
+logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

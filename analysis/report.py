@@ -59,7 +59,8 @@ class Verdict:
 
     def print(self, console: Console | None = None) -> None:
         """The verdict table and the report's path, as ``python -m analysis report`` prints them."""
-        console = console or Console()
+        if console is None:  # piped or in CI: wide enough that the verdict table does not wrap
+            console = Console() if Console().is_terminal else Console(width=160)
         print_verdict(console, self.status, self.results)
         if self.report_path is not None:
             console.print(f"report: {self.report_path}")

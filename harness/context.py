@@ -71,6 +71,8 @@ class RunContext:
         self.ended_at: float | None = None
         self.experiment_file: str | None = None  # the --chaos experiment, resolved
         self.chaos: Any = None  # chaos.runner.RunningExperiment
+        self.chaos_broken = ""  # why the experiment asked for did not run as planned (the run exits 3)
+        self.chaos_deviated = False  # it ran, and the steady state did not come back (the run exits 1 at least)
         self.sampler: Any = None  # harness.sampler.Sampler, from test start until after the drain
         self.verdict: Any = None  # analysis.report.Verdict
         # this process's, made on first use

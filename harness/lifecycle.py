@@ -18,6 +18,7 @@ import argparse
 import csv
 import importlib.metadata as md
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,56 +30,102 @@ from locust import stats as locust_stats
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from harness import drain
+from harness import drain, preflight
 from harness.adapter import SystemAdapter
 from harness.aio import bridge
 from harness.arrivals import rate_per_user
 from harness.context import ATTRIBUTE, RunContext, namespace_for, new_run_id, option
 
 log = logging.getLogger("bridgestorm")
+EXIT_BROKEN = 3  # the run itself broke: stack, chaos or analysis (README: Exit codes)
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = REPO / "chaos" / "experiments"
+
+
+HELP_HEADING = "bridgestorm (load, chaos and verdict; exit codes: 0 pass, 1 a threshold failed, 2 bad usage or " \
+               "input, nothing ran, 3 the run itself broke)"
+
+
+class _Group:
+    """Locust's ``include_in_web_ui`` on an argument group: argparse groups know only the standard keywords."""
+
+    def __init__(self, group: Any) -> None:
+        self.group = group
+
+    def add_argument(self, *names: str, include_in_web_ui: bool = True, **kwargs: Any) -> Any:
+        action = self.group.add_argument(*names, **kwargs)
+        action.include_in_web_ui = include_in_web_ui
+        action.is_secret = action.is_required = action.is_multiple = False
+        return action
 
 
 def add_options(parser: Any) -> None:
-    g = parser  # Locust only knows include_in_web_ui on the parser itself, not on groups
+    """The toolkit's options, under their own heading in ``--help``, each with its default."""
+    g = _Group(parser.add_argument_group(HELP_HEADING))
     g.add_argument("--scenario", default="", include_in_web_ui=False,
                    help="the scenario's name: run directory, report title and default threshold set "
                         "(every conf in scenarios/ sets it; default: the locustfile's name)")
     g.add_argument("--stack", choices=["auto", "embedded", "external"], default="auto", include_in_web_ui=False,
                    help="embedded: start the stack before the test and stop it after; external: use "
-                        "KAFKA_BOOTSTRAP_SERVERS etc. or the stack's state file; auto: external when one is found")
+                        "KAFKA_BOOTSTRAP_SERVERS etc. or the stack's state file (checked to answer before the "
+                        "run); auto: external when one is found (default: %(default)s)")
     g.add_argument("--stack-state", default="", help="the stack's state file (default $BRIDGESTORM_STATE or "
                    ".bridgestorm/stack.json)")
     g.add_argument("--chaos", default="", include_in_web_ui=True, help="chaos experiment to run during the load "
-                   "(a file, or a name in chaos/experiments/)")
+                   "(a file, or a name in chaos/experiments/; checked before anything starts; default: none)")
     g.add_argument("--thresholds", default="", include_in_web_ui=True,
                    help="threshold file (or shipped set name) checked at the end; default: the scenario's set")
     g.add_argument("--run-dir", default="", include_in_web_ui=True, help="run directory (default reports/<run-id>)")
     g.add_argument("--drain", type=float, default=10.0, help="max seconds to wait, after the load, until "
-                   "every acknowledged item is stored (the truth is read then; what is missing counts as lost)")
-    g.add_argument("--rate", type=float, default=0.0, include_in_web_ui=True,
-                   help="open model: the run's arrivals per second over its open-model users (0: closed loop); "
-                        "latency counts from each arrival's intended start")
+                   "every acknowledged item is stored (the truth is read then; what is missing counts as lost; "
+                   "default: %(default)s)")
+    g.add_argument("--rate", type=float, default=None, include_in_web_ui=True,
+                   help="open model: the run's arrivals per second (> 0) over its open-model users; latency "
+                        "counts from each arrival's intended start (default: none, the users run closed-loop)")
     g.add_argument("--max-lateness", type=float, default=1.0,
-                   help="an arrival no user could start within this many seconds is dropped (a 'dropped' sample)")
+                   help="an arrival no user could start within this many seconds is dropped (a 'dropped' sample; "
+                        "default: %(default)s)")
     g.add_argument("--rate-per-user", type=float, default=0.0, include_in_web_ui=False,
                    help=argparse.SUPPRESS)  # set by the run's owner from --rate, sent to workers
     g.add_argument("--e2e-timeout", type=float, default=0.0,
-                   help="seconds to wait for a result event (0: each user's default); a timeout is a failure")
+                   help="seconds to wait for a result event (0: each user's default); a timeout is a failure "
+                        "(default: %(default)s)")
     g.add_argument("--namespace", default="", help="tenant for everything sent (default bs-<run-id>)")
     g.add_argument("--no-report", action="store_true", default=False, help="skip the drain and the report")
     g.add_argument("--no-sampler", action="store_true", default=False,
                    help="do not sample, once a second, CPU and memory of the stack's and Locust's processes and "
                         "each consumer group's lag (resources/, lag/: memory_growth, cpu_*, drain_time need them)")
-    g.add_argument("--burst", type=int, default=100, help="BurstShape / BurstRecoveryShape: users at once")
-    g.add_argument("--shape-users", type=int, default=0, help="Sustained/Step: users; BurstRecovery: baseline")
-    g.add_argument("--shape-rate", type=float, default=0.0, help="SustainedShape: spawn rate")
-    g.add_argument("--shape-duration", type=float, default=0.0, help="SustainedShape: seconds")
-    g.add_argument("--shape-burst-at", type=float, default=0.0, help="BurstRecoveryShape: burst start (s)")
-    g.add_argument("--shape-burst-for", type=float, default=0.0, help="BurstRecoveryShape: burst length (s)")
-    g.add_argument("--shape-step-users", type=int, default=0, help="StepShape: users added per step")
-    g.add_argument("--shape-step-s", type=float, default=0.0, help="StepShape: seconds per step")
+    g.add_argument("--debug", action="store_true", default=False, include_in_web_ui=False,
+                   help="print tracebacks with errors (also BRIDGESTORM_DEBUG=1)")
+    g.add_argument("--burst", type=int, default=100, help="BurstShape / BurstRecoveryShape: users at once "
+                   "(default: %(default)s)")
+    g.add_argument("--shape-users", type=int, default=0, help="Sustained/Step: users; BurstRecovery: baseline "
+                   "(default: %(default)s)")
+    g.add_argument("--shape-rate", type=float, default=0.0, help="SustainedShape: spawn rate (default: %(default)s)")
+    g.add_argument("--shape-duration", type=float, default=0.0, help="SustainedShape: seconds (default: "
+                   "%(default)s)")
+    g.add_argument("--shape-burst-at", type=float, default=0.0, help="BurstRecoveryShape: burst start (s; "
+                   "default: %(default)s)")
+    g.add_argument("--shape-burst-for", type=float, default=0.0, help="BurstRecoveryShape: burst length (s; "
+                   "default: %(default)s)")
+    g.add_argument("--shape-step-users", type=int, default=0, help="StepShape: users added per step (default: "
+                   "%(default)s)")
+    g.add_argument("--shape-step-s", type=float, default=0.0, help="StepShape: seconds per step (default: "
+                   "%(default)s)")
+
+
+def debugging(environment: Environment | None = None) -> bool:
+    """Tracebacks wanted: ``--debug`` or ``BRIDGESTORM_DEBUG=1``."""
+    if os.environ.get("BRIDGESTORM_DEBUG", "") not in ("", "0"):
+        return True
+    return bool(environment is not None and option(environment, "debug", False))
+
+
+def report_error(environment: Environment | None, what: str, exc: BaseException) -> None:
+    """One line naming what broke (the traceback too with --debug)."""
+    if debugging(environment):
+        log.error("bridgestorm: %s", what, exc_info=exc)
+    else:
+        log.error("bridgestorm: %s: %s: %s (--debug for the traceback)", what, type(exc).__name__, exc)
 
 
 def scenario_name(environment: Environment) -> str:
@@ -93,13 +140,10 @@ def scenario_name(environment: Environment) -> str:
 
 def experiment_path(ref: str) -> str:
     """A chaos experiment reference: a path, or the name of a shipped experiment."""
-    p = Path(ref)
-    if p.exists():
-        return str(p)
-    for cand in (EXPERIMENTS / ref, EXPERIMENTS / f"{ref}.yaml"):
-        if cand.exists():
-            return str(cand)
-    raise FileNotFoundError(f"chaos experiment {ref!r} not found (a path, or a name in chaos/experiments/)")
+    path = preflight.experiment_path(ref)
+    if path is None:
+        raise FileNotFoundError(f"chaos experiment {ref!r} not found (a path, or a name in chaos/experiments/)")
+    return str(path)
 
 
 def _resolve_stack(ctx: RunContext) -> None:
@@ -121,6 +165,21 @@ def _resolve_stack(ctx: RunContext) -> None:
            progress=lambda m: log.info("stack: %s", m))
         ctx.embedded = True
     ctx.set_stack(state_path)
+
+
+def _stop_forked_workers(opts: Any) -> None:
+    """A run refused at init: the workers ``--processes`` forked before it must not outlive it.
+
+    Locust's own clean-up at exit forgets children that have not exited yet, so they would run on,
+    orphaned, waiting for a master that is gone. At init this process has no other children. They are
+    not waited for here: Locust's clean-up at exit reaps them.
+    """
+    if not getattr(opts, "processes", None):
+        return
+    import psutil
+
+    for child in psutil.Process().children():
+        child.terminate()
 
 
 def _version(dist: str) -> str | None:
@@ -200,11 +259,13 @@ class Hooks:
     def __init__(self, adapter: SystemAdapter) -> None:
         self.adapter = adapter
         self.finished: set[str] = set()  # workers that reported their end (master)
+        self.environment: Environment | None = None
 
     def on_init(self, environment: Environment, **_: Any) -> None:
         # libev caches "now" per loop iteration; imports and set-up before the first iteration (pandas, pyarrow:
         # seconds on a busy machine) leave it stale, and Locust's -t timer would then fire that much too early
         gevent.get_hub().loop.update_now()
+        self.environment = environment
         ctx = RunContext(environment, self.adapter)
         setattr(environment, ATTRIBUTE, ctx)
         environment.events.request.add_listener(lambda **kw: self.on_request(ctx, **kw))
@@ -217,6 +278,10 @@ class Hooks:
             return
         opts = environment.parsed_options
         scenario = scenario_name(environment)
+        found = preflight.problems(opts, scenario, self.adapter.env_keys)
+        if found:  # before the run directory and the stack: nothing is left running or written
+            _stop_forked_workers(opts)
+            preflight.refuse(found)
         run_dir = opts.run_dir or str(REPO / "reports" / new_run_id(scenario))
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         # unique per run, even when a run directory name is reused; sent to workers
@@ -226,7 +291,12 @@ class Hooks:
         if not getattr(opts, "html_file", None):  # Locust's own HTML report, into the run directory's locust/
             (Path(run_dir) / "locust").mkdir(exist_ok=True)
             opts.html_file = str(Path(run_dir) / "locust" / "report.html")
-        _resolve_stack(ctx)
+        try:
+            _resolve_stack(ctx)
+        except Exception as exc:  # noqa: BLE001 - the run broke before it began: exit 3, one line
+            report_error(environment, "the stack did not start", exc)  # up() stopped what it had started
+            _stop_forked_workers(opts)
+            raise SystemExit(EXIT_BROKEN) from None
         _write_run_info(ctx)
         if environment.web_ui is not None:
             from harness import webui
@@ -242,19 +312,26 @@ class Hooks:
             return
         ctx.publish_options()
         opts = environment.parsed_options
-        opts.rate_per_user = rate_per_user(float(opts.rate or 0), list(environment.user_classes),
+        opts.rate = float(opts.rate) if opts.rate not in (None, "") else None  # the web UI's form sends text
+        opts.rate_per_user = rate_per_user(opts.rate or 0.0, list(environment.user_classes),
                                            getattr(opts, "num_users", None))
         ctx.started_at = ctx.started_at or time.time()
         _write_run_info(ctx)
         _start_sampler(ctx)
         ref = option(environment, "chaos")  # the web UI's form may have named another one
-        ctx.experiment_file = experiment_path(ref) if ref else None
-        if ctx.experiment_file and ctx.chaos is None:
+        if not ref:
+            ctx.experiment_file = None
+        elif ctx.chaos is None:
             from chaos.runner import start_experiment
 
-            ctx.chaos = start_experiment(ctx.experiment_file, ctx.run_dir, state_path=ctx.stack_state,
-                                         toxiproxy_url=ctx.env.get("TOXIPROXY_URL"),
-                                         log=lambda m: log.info("chaos: %s", m))
+            try:
+                ctx.experiment_file = experiment_path(ref)
+                ctx.chaos = start_experiment(ctx.experiment_file, ctx.run_dir, state_path=ctx.stack_state,
+                                             toxiproxy_url=ctx.env.get("TOXIPROXY_URL"),
+                                             log=lambda m: log.info("chaos: %s", m))
+            except Exception as exc:  # noqa: BLE001 - preflight checked it; if it still fails, the run broke
+                report_error(environment, f"the chaos experiment {ref!r} did not start", exc)
+                ctx.chaos_broken = f"did not start: {exc}"
 
     def on_test_stop(self, environment: Environment, **_: Any) -> None:
         ctx: RunContext = getattr(environment, ATTRIBUTE)
@@ -291,6 +368,7 @@ class Hooks:
         if not ctx.owner or not ctx.run_dir:
             ctx.close_bus()
             return
+        codes: list[int] = []
         try:
             _stop_chaos(ctx)
             ctx.ended_at = ctx.ended_at or time.time()
@@ -299,6 +377,10 @@ class Hooks:
             _wait_for_samples(ctx)
             _write_locust_stats(ctx)
             opts = environment.parsed_options
+            dead = _dead_parts(ctx)
+            if dead:  # the report is still written: it shows what the users saw when it died
+                log.error("bridgestorm: the stack died during the run: %s not running", ", ".join(dead))
+                codes.append(EXIT_BROKEN)
             if not opts.no_report:
                 _drain(ctx, opts.drain)
             _stop_sampler(ctx)
@@ -306,13 +388,11 @@ class Hooks:
             if not opts.no_report:
                 from analysis.report import build_report
 
-                verdict = build_report(ctx.run_dir, opts.thresholds or None)
-                ctx.verdict = verdict
-                verdict.print()
-                environment.process_exit_code = verdict.exit_code
-        except Exception:
-            log.exception("bridgestorm: the end of the run failed")
-            environment.process_exit_code = 3
+                ctx.verdict = build_report(ctx.run_dir, opts.thresholds or None)
+                codes.append(ctx.verdict.exit_code)
+        except Exception as exc:  # noqa: BLE001 - one line (a traceback with --debug), exit 3
+            report_error(environment, "the end of the run failed", exc)
+            codes.append(EXIT_BROKEN)
         finally:
             _stop_sampler(ctx)
             ctx.close_bus()
@@ -320,8 +400,38 @@ class Hooks:
                 from stack.embedded import down
 
                 log.info("stopping the embedded stack (its logs are kept in stack/logs/)")
-                down(ctx.stack_state, keep_logs=Path(ctx.run_dir) / "stack" / "logs")
+                try:
+                    down(ctx.stack_state, keep_logs=Path(ctx.run_dir) / "stack" / "logs")
+                except Exception as exc:  # noqa: BLE001
+                    report_error(environment, "stopping the embedded stack failed", exc)
+                    codes.append(EXIT_BROKEN)
                 ctx.embedded = False
+            if ctx.chaos_broken:
+                log.error("bridgestorm: the chaos experiment did not run as planned: %s", ctx.chaos_broken)
+                codes.append(EXIT_BROKEN)
+            elif ctx.chaos_deviated:
+                log.warning("bridgestorm: the chaos experiment's steady state did not come back after its faults")
+                codes.append(1)
+            if codes:
+                environment.process_exit_code = max(codes)
+
+    def on_quit(self, exit_code: int, **_: Any) -> None:
+        """After Locust's own summary: the verdict table, the report's path, the exit code last."""
+        if self.environment is None:
+            return
+        ctx: RunContext | None = getattr(self.environment, ATTRIBUTE, None)
+        if ctx is not None and ctx.verdict is not None:
+            ctx.verdict.print()
+
+
+def _dead_parts(ctx: RunContext) -> list[str]:
+    """The embedded stack's processes that are gone at the end of the load (chaos heals what it killed)."""
+    if not ctx.embedded:
+        return []
+    from stack.state import StateFile
+
+    parts = StateFile(ctx.stack_state).read().parts.values()
+    return sorted(p.name for p in parts if p.kind == "process" and p.pid is not None and p.process() is None)
 
 
 def _wait_for_followers(ctx: RunContext, timeout: float = 30.0) -> None:
@@ -333,9 +443,27 @@ def _wait_for_followers(ctx: RunContext, timeout: float = 30.0) -> None:
 
 
 def _stop_chaos(ctx: RunContext) -> None:
-    if ctx.chaos is not None:
-        handle, ctx.chaos = ctx.chaos, None
-        handle.stop()  # heals whatever is still injected
+    """Stop the experiment (healing whatever is still injected); what did not run as planned is recorded.
+
+    An experiment cut short by the end of the load is fine once one of its faults ran (scenarios' short
+    forms do that); one that failed, was aborted or never injected a fault tested nothing.
+    """
+    if ctx.chaos is None:
+        return
+    handle, ctx.chaos = ctx.chaos, None
+    try:
+        result = handle.stop()
+    except Exception as exc:  # noqa: BLE001 - the runner itself broke
+        ctx.chaos_broken = f"{type(exc).__name__}: {exc}"
+        return
+    if result is None:
+        ctx.chaos_broken = "it did not finish healing in time"
+    elif result.status in ("failed", "aborted"):
+        ctx.chaos_broken = f"{result.status}: {result.error or 'a fault was not injected or not healed'}"
+    elif result.status == "interrupted" and not result.faults:
+        ctx.chaos_broken = "the load ended before its first fault"
+    elif result.status == "deviated":
+        ctx.chaos_deviated = True
 
 
 def _start_sampler(ctx: RunContext) -> None:
@@ -412,3 +540,4 @@ def install(adapter: SystemAdapter) -> None:
     events.test_start.add_listener(hooks.on_test_start)
     events.test_stop.add_listener(hooks.on_test_stop)
     events.quitting.add_listener(hooks.on_quitting)
+    events.quit.add_listener(hooks.on_quit)

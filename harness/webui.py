@@ -202,6 +202,20 @@ def install(environment: Any, ctx: RunContext) -> None:
                 response.set_data(html.replace("</body>", CONTROLS_JS + "</body>"))
         return response
 
+    @app.before_request
+    def check_form() -> Response | None:
+        """A start form with a bad bridgestorm field is refused, before its values replace the run's options."""
+        if request.method != "POST" or not request.path.rstrip("/").endswith("/swarm"):
+            return None
+        from harness.preflight import form_problems
+
+        found = form_problems(request.form, ctx.scenario)
+        if not found:
+            return None
+        for line in found:
+            log.error("error: %s", line)
+        return jsonify({"success": False, "message": "; ".join(found), "host": environment.host})
+
     @app.route("/bridgestorm/chaos/catalogue")
     def chaos_catalogue() -> Response:
         return jsonify({"faults": [{"id": f["id"], "label": f["label"]} for f in faults()]})

@@ -154,3 +154,17 @@ def test_a_run_without_experiments_has_no_experiment_section(reported: tuple[Pat
     out, _ = reported
     assert 'id="experiments"' not in (out / "index.html").read_text()
     assert json.loads((out / "analysis.json").read_text())["experiments"] == []
+
+
+def test_cli_a_broken_analysis_exits_3_in_one_line_and_debug_adds_the_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = rungen.make_steady_run(tmp_path / "run", seconds=5)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = blocker / "report"  # a directory cannot be made inside a file: writing the report fails
+    assert main(["report", str(run_dir), "--out", str(out), "-q"]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "the analysis failed" in err and "a-file" in err
+    assert main(["--debug", "report", str(run_dir), "--out", str(out), "-q"]) == 3
+    assert "Traceback" in capsys.readouterr().err
