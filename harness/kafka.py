@@ -10,6 +10,7 @@ bridge's simulated nodes answer re-introspection requests this way).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -19,6 +20,12 @@ from aiokafka.errors import KafkaError
 
 from harness.adapter import IncarnationSource, Result, SystemAdapter
 from harness.aio import AsyncBridge, Call, bridge
+
+log = logging.getLogger("bridgestorm.observer")
+REPLACE_READER_AFTER_S = 3.0  # a restarted broker has its incarnation id within a second: a reader silent longer is stuck
+# a reader that lived through a broker's death can also go on reading the old id: none is trusted for longer
+# than this, so the observer sees a new incarnation within seconds, never only at the end of the run
+READER_MAX_AGE_S = 5.0
 
 
 async def _start_with_retry(client: Any, what: str, attempts: int = 20) -> None:
@@ -86,6 +93,9 @@ class Observer:
         self._incarnation_reader: IncarnationSource | None = None
         self._incarnation: str | None = None
         self._checked_at = 0.0
+        self._unknown_since: float | None = None  # since when the incarnation reader has read nothing
+        self._reader_since = 0.0
+        self._assigned: set[str] = set()  # the result topics of the first open: every reopen waits for them all
 
     def expect(self, correlation_id: str, types: Iterable[str], fail_types: Iterable[str] = ()) -> Call:
         """Register before sending; ``.wait(timeout)`` returns the matching result's body.
@@ -121,7 +131,18 @@ class Observer:
             await c.stop()
             raise RuntimeError(f"none of the result topics {self.topics} exists on {self.bootstrap}: "
                                "is the system under test running against this broker?")
+        # a broker that came back empty gets its topics again one by one: a consumer assigned before the
+        # last of them exists would never read it (an assignment is not refreshed), and every result on it
+        # would time out for the rest of the run
+        missing = self._assigned - {tp.topic for tp in tps}
+        if missing:
+            await c.stop()
+            raise TopicsNotBack(f"result topics {sorted(missing)} not on the broker yet")
+        self._assigned = self._assigned or {tp.topic for tp in tps}
         c.assign(tps)
+        if from_beginning:
+            log.info("observer: the broker is a new incarnation; reading its %d result partitions from the start",
+                     len(tps))
         if from_beginning:
             await c.seek_to_beginning(*tps)
         else:
@@ -142,32 +163,55 @@ class Observer:
             return False
         self._checked_at = now
         try:
+            if self._incarnation_reader is not None and now - self._reader_since > READER_MAX_AGE_S:
+                await self._drop_incarnation_reader()  # whatever state a broker's death left it in
             if self._incarnation_reader is None:
                 reader = self.incarnation()
                 if reader is None:
                     return False
+                self._incarnation_reader, self._reader_since = reader, now  # dropped below if it cannot start
                 await reader.start(wait_s=5)
-                self._incarnation_reader = reader
             incarnation = await asyncio.wait_for(self._incarnation_reader.read(), 3)
-        except Exception:  # noqa: BLE001 - broker away: ask again later
+        except Exception:  # noqa: BLE001 - broker away: ask again later, with a new reader
+            # a reader's consumer that lived through the broker's death may never read the new log: missing
+            # the new incarnation would leave this observer on its old positions for the rest of the run
+            await self._drop_incarnation_reader()
             return False
-        if incarnation is None or incarnation == self._incarnation:
+        if incarnation is None:  # nobody wrote one yet, or a reader that cannot see the new log: replace it
+            self._unknown_since = self._unknown_since or now
+            if now - self._unknown_since > REPLACE_READER_AFTER_S:
+                self._unknown_since = None
+                await self._drop_incarnation_reader()
+            return False
+        self._unknown_since = None
+        if incarnation == self._incarnation:
             return False
         known, self._incarnation = self._incarnation, incarnation
         return known is not None
 
+    async def _drop_incarnation_reader(self) -> None:
+        reader, self._incarnation_reader = self._incarnation_reader, None
+        if reader is not None:
+            try:
+                await asyncio.wait_for(reader.stop(), 2)
+            except Exception:  # noqa: BLE001 - it is being replaced because it is broken
+                pass
+
     async def _run(self) -> None:
         consumer: AIOKafkaConsumer | None = None
+        from_beginning = False  # the broker restarted: read its new log from the start, however many tries it takes
         while True:
             try:
                 if consumer is None:
-                    consumer = await self._open()
+                    consumer = await self._open(from_beginning)
+                    from_beginning = False
                     if self._ready is not None and not self._ready.done():
                         self._ready.set_result(None)
                 if await self._broker_restarted():
-                    await consumer.stop()
-                    consumer = None
-                    consumer = await self._open(from_beginning=True)
+                    from_beginning = True
+                    consumer, old = None, consumer
+                    await old.stop()
+                    continue
                 batch = await consumer.getmany(timeout_ms=100, max_records=5000)
             except asyncio.CancelledError:
                 if consumer is not None:
@@ -177,6 +221,7 @@ class Observer:
                 if self._ready is not None and not self._ready.done() and not isinstance(exc, KafkaError):
                     self._ready.set_exception(exc)
                     return
+                log.info("observer: %r; opening again", exc)
                 if consumer is not None:
                     try:
                         await consumer.stop()
@@ -219,17 +264,16 @@ class Observer:
             except BaseException:  # noqa: BLE001
                 pass
             self._task = None
-        if self._incarnation_reader is not None:
-            try:
-                await self._incarnation_reader.stop()
-            except Exception:  # noqa: BLE001
-                pass
-            self._incarnation_reader = None
+        await self._drop_incarnation_reader()
 
 
 def _short(body: Any) -> str:
     payload = body.get("payload", body) if isinstance(body, dict) else body
     return str(payload)[:300]
+
+
+class TopicsNotBack(Exception):
+    """Some result topics the observer read before are not on the broker (yet): it tries again."""
 
 
 class EventFailed(Exception):

@@ -58,8 +58,13 @@ class IncarnationReader:
 
     def __init__(self, bootstrap_servers: str, client_id: str = "bridgestorm"):
         self.tp = TopicPartition(INCARNATION_TOPIC, 0)
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers, client_id=f"{client_id}-incarnation",
+        self.bootstrap_servers = bootstrap_servers
+        self.client_id = client_id
+        self.consumer = self._new_consumer()
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers, client_id=f"{self.client_id}-incarnation",
             enable_auto_commit=False, request_timeout_ms=3000, metadata_max_age_ms=2000,
             fetch_max_wait_ms=50,  # Tansu answers a waiting fetch only at its end: the wait is added latency
         )
@@ -69,12 +74,33 @@ class IncarnationReader:
         self.consumer.assign([self.tp])
 
     async def read(self) -> str | None:
-        """The id, or None while nobody has written one into this broker yet."""
-        self.consumer.seek(self.tp, 0)
-        records = (await self.consumer.getmany(self.tp, timeout_ms=500, max_records=1)).get(self.tp, [])
-        if records and records[0].offset == 0:
-            return records[0].value.decode()
+        """The id, or None while nobody has written one into this broker yet.
+
+        A consumer that lived through the broker's death can be left unable to fetch from the
+        new log (aiokafka keeps its old partition state): when the log has a record this
+        consumer cannot read, it is replaced, so a node never misses a new incarnation.
+        """
+        try:
+            self.consumer.seek(self.tp, 0)
+            records = (await self.consumer.getmany(self.tp, timeout_ms=500, max_records=1)).get(self.tp, [])
+            if records and records[0].offset == 0:
+                return records[0].value.decode()
+            if records or await self.is_empty():
+                return None
+            log.warning("incarnation reader: the broker has an id this consumer cannot read; replacing it")
+        except (KafkaError, OSError, asyncio.TimeoutError):
+            await self._replace()
+            raise
+        await self._replace()
         return None
+
+    async def _replace(self) -> None:
+        old, self.consumer = self.consumer, self._new_consumer()
+        try:
+            await asyncio.wait_for(old.stop(), 2)
+        except Exception:  # noqa: BLE001 - it is replaced because it is broken
+            pass
+        await self.start(wait_s=5)
 
     async def is_empty(self) -> bool:
         end = await asyncio.wait_for(self.consumer.end_offsets([self.tp]), 5)

@@ -121,3 +121,33 @@ async def test_broker_sigkill_mid_flow_loses_nothing(own_stack):
         assert totals["workflows_started"] == totals["workflows_completed"] == len(accepted)
     finally:
         await pool.close()
+
+
+async def test_an_observer_that_watched_the_broker_die_sees_its_new_incarnation(own_stack):
+    """The harness's result observer asks for the broker's incarnation all through a kill; afterwards it must
+    read the new one (a flagship run once timed out every result for the rest of the run when it did not)."""
+    from harness.aio import bridge
+    from harness.kafka import Observer
+    from nodes.bus import IncarnationReader
+
+    state_path, state = own_stack
+    bootstrap = state.env["KAFKA_BOOTSTRAP_SERVERS"]
+    observer = Observer(bridge(), bootstrap, ["workflow-events.v1"], lambda raw: None,
+                        lambda: IncarnationReader(bootstrap, "test-observer"))
+    try:
+        assert not await observer._broker_restarted()  # learns the first incarnation
+        first = observer._incarnation
+        assert first is not None
+        killer = asyncio.create_task(asyncio.to_thread(kill_and_restart_broker, state_path, 1.5))
+        restarted = False
+        for _ in range(120):  # every half second, through the kill and after it: at most a minute
+            observer._checked_at = 0.0
+            restarted = await observer._broker_restarted()
+            if restarted:
+                break
+            await asyncio.sleep(0.5)
+        await killer
+        assert restarted, f"the observer never saw the new incarnation\n{node_warnings(state)}"
+        assert observer._incarnation != first
+    finally:
+        await observer.stop()
