@@ -549,7 +549,10 @@ def check(t: Threshold, a: MeasuredRun) -> Result:
         return Result(t, None, "no data", detail or "nothing to measure")
     if OPERATORS[t.op](measured, t.limit):
         return Result(t, measured, "pass", detail)
-    limited = generator_limits(t, a)
+    try:
+        limited = generator_limits(t, a)
+    except Exception as exc:  # noqa: BLE001 - whose number it is cannot be told: unknown, not a fail
+        return Result(t, measured, "error", f"error: generator check: {type(exc).__name__}: {exc}")
     if limited:
         return Result(t, measured, "generator-limited", "; ".join(x for x in (detail, limited) if x))
     return Result(t, measured, "fail", detail)
