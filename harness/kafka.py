@@ -143,7 +143,6 @@ class Observer:
         if from_beginning:
             log.info("observer: the broker is a new incarnation; reading its %d result partitions from the start",
                      len(tps))
-        if from_beginning:
             await c.seek_to_beginning(*tps)
         else:
             await c.seek_to_end(*tps)
