@@ -79,6 +79,9 @@ def cmd_run(args) -> int:
         return 2
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(args.experiment)
     signal.signal(signal.SIGTERM, _sigterm)
+    # Ctrl-C heals and stops the run even when this process was started with SIGINT ignored (a shell's
+    # background job without job control): Python keeps an inherited SIG_IGN and a run would go on to its end
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     result = run_experiment(exp, run_dir, state_path=args.state, toxiproxy_url=args.toxiproxy_url)
     if args.json:
         print(json.dumps(result.to_dict(), default=str))
@@ -114,6 +117,9 @@ def cmd_heal(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>`: where every thread is, on stderr
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["proxy-server"]:
         from stack.proxy.process import main as proxy_main

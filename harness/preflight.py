@@ -201,11 +201,14 @@ def check_stack(mode: str, state_path: str, keys: Iterable[str]) -> list[str]:
         return [f"--stack external: no stack found (no state file {state}, no KAFKA_BOOTSTRAP_SERVERS): start "
                 "one (`python -m stack up`), or use --stack embedded"]
     problems = []
-    for key in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", *keys):
+    network = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")
+    for key in (*network, *keys):
         value = env.get(key)
         if not value:
             continue
         address = _address(value)
+        if address is None and key not in network:
+            continue  # an adapter's value that names no host (a file path, a store): nothing to reach
         if address is None:
             problems.append(f"--stack external: {key}={value!r} is not host:port or a URL")
         elif not answers(*address):

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -129,7 +130,14 @@ timeline:
     assert wait_for(lambda: len(toxiproxy.toxics("echo")) == 1 and stack.part("broker").process() is None, 20) is not None
     if how == "sigint":
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # say where it hung: every thread's stack (chaos/cli.py, SIGUSR1)
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            proc.kill()
+            out, _ = proc.communicate()
+            pytest.fail(f"Ctrl-C did not end the run within 60 s; its output and threads:\n{out[-8000:]}")
         assert proc.returncode == 3, out  # interrupted: the run did not go as planned
         assert "interrupted: healing" in out
     else:
