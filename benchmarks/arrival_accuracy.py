@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,21 @@ def serve(port: int) -> None:
     app = web.Application()
     app.router.add_get("/", ok)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+@contextmanager
+def http_target() -> Iterator[str]:
+    """The trivial server in a process of its own, on a free port: its URL while the block runs."""
+    port = free_port()
+    server = multiprocessing.Process(target=serve, args=(port,), daemon=True)
+    server.start()
+    try:
+        if not wait_until(lambda: tcp_answers("127.0.0.1", port), 10):
+            raise RuntimeError("the trivial server did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.join(10)
 
 
 def measure(rate: int, seconds: float, url: str) -> dict[str, float]:
@@ -68,21 +85,14 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rates", default="500,1000,2000")
     args = ap.parse_args()
-    port = free_port()
-    server = multiprocessing.Process(target=serve, args=(port,), daemon=True)
-    server.start()
-    try:
-        if not wait_until(lambda: tcp_answers("127.0.0.1", port), 10):
-            raise SystemExit("the trivial server did not start")
+    with http_target() as url:
         print(f"{'rate /s':>8} {'offered /s':>11} {'achieved /s':>12} {'achieved/offered':>17} {'dropped':>8} "
               f"{'late p50 ms':>12} {'late p99 ms':>12}")
         for rate in (int(r) for r in args.rates.split(",")):
-            m = measure(rate, args.seconds, f"http://127.0.0.1:{port}")
+            m = measure(rate, args.seconds, url)
             print(f"{rate:>8} {m['offered']:>11.0f} {m['achieved']:>12.0f} {m['achieved'] / rate:>17.3f} "
                   f"{m['dropped']:>8.0f} {m['late_p50']:>12.2f} {m['late_p99']:>12.2f}", flush=True)
             time.sleep(1)
-    finally:
-        server.terminate()
     return 0
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import shutil
 import statistics
@@ -58,10 +57,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from arrival_accuracy import serve  # noqa: E402
+from arrival_accuracy import http_target  # noqa: E402  (the trivial HTTP server, in a process of its own)
 from kafka_publish import ensure_topic  # noqa: E402
 from rundir.read import read_folder  # noqa: E402
-from stack.processes import free_port, tcp_answers, wait_until  # noqa: E402
+from stack.processes import free_port  # noqa: E402
 
 LOCUST = str(Path(sys.executable).with_name("locust"))
 LOCUSTFILES = {"http": ROOT / "benchmarks" / "arrival_locustfile.py",
@@ -162,21 +161,6 @@ def compare(kind: str, target: str, rate: float, seconds: float, users: int, pai
                      f"{m['achieved_per_s']:.0f}/s achieved, {m['errors']} errors, {m['dropped']} dropped")
             time.sleep(0.5)
     return runs
-
-
-@contextmanager
-def http_target() -> Iterator[str]:
-    """The trivial HTTP server of benchmarks/arrival_accuracy.py, in a process of its own."""
-    port = free_port()
-    server = multiprocessing.Process(target=serve, args=(port,), daemon=True)
-    server.start()
-    try:
-        if not wait_until(lambda: tcp_answers("127.0.0.1", port), 10):
-            raise RuntimeError("the trivial server did not start")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.join(10)
 
 
 @contextmanager

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import socket
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -177,17 +176,10 @@ def _address(value: str) -> tuple[str, int] | None:
     return (host.strip("[]"), int(port)) if sep and port.isdigit() else None
 
 
-def answers(host: str, port: int, timeout: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def check_stack(mode: str, state_path: str, keys: Iterable[str]) -> list[str]:
     """``--stack external`` (or auto, finding one): every address the run will use answers on TCP."""
     from harness.stackenv import stack_env
+    from stack.processes import tcp_answers
     from stack.state import StateFile
 
     state = state_path or str(StateFile(None).path)
@@ -211,7 +203,7 @@ def check_stack(mode: str, state_path: str, keys: Iterable[str]) -> list[str]:
             continue  # an adapter's value that names no host (a file path, a store): nothing to reach
         if address is None:
             problems.append(f"--stack external: {key}={value!r} is not host:port or a URL")
-        elif not answers(*address):
+        elif not tcp_answers(*address, timeout=1.0):
             problems.append(f"--stack external: {key} {address[0]}:{address[1]} does not answer")
     return problems
 
