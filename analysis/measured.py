@@ -7,6 +7,7 @@ functions read only this, so they never need the verdict's module.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import pandas as pd
 
@@ -31,9 +32,10 @@ class MeasuredRun:
     generator: Generator | None = None
     _degradation_cache: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
 
-    @property
+    @cached_property
     def generator_overall(self) -> GeneratorWindow:
-        """The generator's signs over the whole run (analysis/generator.py)."""
+        """The generator's signs over the whole run (analysis/generator.py), computed once: every latency
+        and rate threshold and the summary read it, and it is a quantile over every sample."""
         if self.generator is None:
             return GeneratorWindow(float("nan"), float("nan"), "")
         return self.generator.window(-float("inf"), float("inf"))
