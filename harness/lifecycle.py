@@ -52,6 +52,9 @@ class _Group:
         self.group = group
 
     def add_argument(self, *names: str, include_in_web_ui: bool = True, **kwargs: Any) -> Any:
+        # the web UI's form shows the help text as it is: say the default there too, not "%(default)s"
+        if isinstance(kwargs.get("help"), str) and "default" in kwargs:
+            kwargs["help"] = kwargs["help"].replace("%(default)s", str(kwargs["default"]))
         action = self.group.add_argument(*names, **kwargs)
         action.include_in_web_ui = include_in_web_ui
         action.is_secret = action.is_required = action.is_multiple = False
