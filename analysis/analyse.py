@@ -3,7 +3,7 @@
 Where a number comes from: ``metrics.py`` (latency, throughput, lag, CPU),
 ``loss.py`` (ok/lost/recovered/duplicated/unexpected/leaked),
 ``recovery.py`` (faults, bursts, degradation, memory), ``backlog.py`` (drain and replay
-time, joined into the faults table), ``thresholds.py`` (verdicts). This
+time, joined into the faults table), ``stalls.py`` (consumer stalls), ``thresholds.py`` (verdicts). This
 module only wires them together and serialises the result.
 """
 
@@ -20,6 +20,8 @@ from analysis import backlog
 from analysis import loss as loss_mod
 from analysis import metrics as metrics_mod
 from analysis import recovery
+from analysis import injected as injected_mod
+from analysis import stalls as stalls_mod
 from analysis.generator import Generator
 from analysis.measured import MeasuredRun
 from analysis.thresholds import Result, Threshold, evaluate, format_value, load_thresholds, resolve
@@ -85,6 +87,8 @@ class Analysis(MeasuredRun):
             "cpu": list(iter_rows(m.cpu)),
             "lag": list(iter_rows(m.lag)),
             "lag_messages": list(iter_rows(m.lag_messages)),
+            "stalls": None if self.stalls is None else list(iter_rows(self.stalls)),
+            "injected": None if self.injected is None else list(iter_rows(self.injected)),
             "series": {c: [_clean(v) for v in m.overall[c].tolist()] for c in ("sec", "count", "ok", "failures")},
         })
 
@@ -157,14 +161,27 @@ def analyse(
     loss = loss_mod.account(run.ledger, run.truth)
     step("faults and recovery")
     generator = Generator.of(run.samples, run.resources)
-    faults = recovery.analyse_faults(run.samples, run.journal, m.t0, generator)
+    faults = recovery.analyse_faults(run.samples, run.journal, m.t0, generator, run.info.get("ended_at"))
     faults = backlog.drain_times(faults, backlog.backlog_series(run.lag, m.t0))
     faults = backlog.replay_times(faults, backlog.system_series(run.lag))
     bursts = recovery.analyse_bursts(run.samples, run.journal, m.overall, m.t0)
     degradation = recovery.degradation(run.samples)
     memory = recovery.memory_growth(run.resources)
+    step("consumer stalls")
+    stalls, stalls_error = None, None
+    try:
+        stalls = stalls_mod.find_stalls(run.lag, faults)
+    except Exception as exc:  # noqa: BLE001 - a checker that raises makes its verdict unknown, never a crash
+        stalls_error = f"{type(exc).__name__}: {exc}"
+    step("injected messages")
+    injected, injected_error = None, None
+    try:
+        injected = injected_mod.summarise(run.injected)
+    except Exception as exc:  # noqa: BLE001 - as above
+        injected_error = f"{type(exc).__name__}: {exc}"
     a = Analysis(run=run, metrics=m, loss=loss, faults=faults, bursts=bursts, degradation=degradation, memory=memory,
-                 generator=generator)
+                 generator=generator, stalls=stalls, stalls_error=stalls_error, injected=injected,
+                 injected_error=injected_error)
     step("thresholds")
     if isinstance(thresholds, list):
         a.evaluate(thresholds, "(given)")

@@ -30,6 +30,10 @@ class MeasuredRun:
     degradation: dict[str, float]
     memory: pd.DataFrame
     generator: Generator | None = None
+    stalls: pd.DataFrame | None = None  # analysis/stalls.py; None when finding them raised (stalls_error)
+    stalls_error: str | None = None
+    injected: pd.DataFrame | None = None  # analysis/injected.py's summary; None when it raised (injected_error)
+    injected_error: str | None = None
     _degradation_cache: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
 
     @cached_property

@@ -142,11 +142,14 @@ def recovery_time(buckets: pd.DataFrame) -> float:
 
 
 def analyse_window(a: Arrays, name: str, start: float, heal: float | None, prev_busy: float,
-                   horizon: float, generator: Generator | None = None) -> dict[str, object]:
+                   horizon: float, generator: Generator | None = None,
+                   load_end: float = math.inf) -> dict[str, object]:
     """Numbers of one fault (or burst): baseline before, behaviour during, recovery after.
 
     With the run's ``generator``, each phase also says whether the load generator limited it
-    (``{phase}_generator``: the reason, or "").
+    (``{phase}_generator``: the reason, or ""). The phases end where the load ended
+    (``load_end``): seconds after the users stopped offered nothing, and counting them would
+    blame the system for the load's end.
     """
     base_from = max(start - BASELINE_WINDOW_S, prev_busy)
     pre = (a.ts >= base_from) & (a.ts < start)
@@ -168,8 +171,9 @@ def analyse_window(a: Arrays, name: str, start: float, heal: float | None, prev_
     }
     # the phases never reach outside the run's own samples (a rate over seconds that had no load is no rate)
     first, last = (float(a.due.min()), float(a.due.max())) if len(a.ts) else (math.nan, math.nan)
-    phases = {"before": (max(base_from, first), start), "during": (start, until),
-              "after": (until, min(until + AFTER_WINDOW_S, horizon, last)) if heal is not None else (math.nan, math.nan)}
+    phases = {"before": (max(base_from, first), start), "during": (start, min(until, load_end)),
+              "after": (until, min(until + AFTER_WINDOW_S, horizon, last, load_end)) if heal is not None
+              else (math.nan, math.nan)}
     for phase, (lo, hi) in phases.items():
         for stat, value in phase_stats(a, lo, hi).items():
             row[f"{phase}_{stat}"] = value
@@ -222,8 +226,14 @@ def outside_faults(samples: pd.DataFrame, faults: pd.DataFrame) -> np.ndarray:
 
 
 def analyse_faults(samples: pd.DataFrame, journal: pd.DataFrame, t0: float,
-                   generator: Generator | None = None) -> pd.DataFrame:
-    """One row per journal entry (faults and journal-marked bursts alike), in start order."""
+                   generator: Generator | None = None, load_end: float | None = None) -> pd.DataFrame:
+    """One row per journal entry (faults and journal-marked bursts alike), in start order.
+
+    A fault injected after the load ended (``load_end``, run.json's ``ended_at``: an experiment
+    that was still running while the run stopped) has nothing to be measured against: its row
+    says so (``after_load``) and the fault checks leave it out.
+    """
+    end = math.inf if load_end is None else float(load_end)
     cols = ["fault_id", "name", "action", "target", "outcome", "started_at", "healed_at", "start_s", "heal_s",
             "duration_s"]
     journal = journal[journal["action"] != BURST].reset_index(drop=True)  # bursts: analyse_bursts
@@ -236,7 +246,7 @@ def analyse_faults(samples: pd.DataFrame, journal: pd.DataFrame, t0: float,
     for i, f in enumerate(journal.itertuples(index=False)):  # one iteration per fault, not per sample
         if math.isnan(starts[i]):
             rows.append({"fault_id": f.fault_id, "name": f.name, "action": f.action, "target": f.target,
-                         "outcome": f.outcome, "recovered": False, "recovery_s": math.nan,
+                         "outcome": f.outcome, "recovered": False, "recovery_s": math.nan, "after_load": False,
                          "note": "never injected (no started_at)" + (f": {f.error}" if f.error else "")})
             continue
         heal = None if math.isnan(heals[i]) else float(heals[i])
@@ -256,8 +266,14 @@ def analyse_faults(samples: pd.DataFrame, journal: pd.DataFrame, t0: float,
             "start_s": float(starts[i]) - t0,
             "heal_s": None if heal is None else heal - t0,
             "duration_s": None if heal is None else heal - float(starts[i]),
+            "after_load": bool(starts[i] >= end),
         }
-        row.update(analyse_window(a, str(f.name), float(starts[i]), heal, prev_busy, horizon, generator))
+        if row["after_load"]:
+            row.update(recovered=False, recovery_s=math.nan,
+                       note=f"injected {starts[i] - end:.1f} s after the load ended: nothing to measure")
+            rows.append(row)
+            continue
+        row.update(analyse_window(a, str(f.name), float(starts[i]), heal, prev_busy, horizon, generator, end))
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -38,9 +38,11 @@ import yaml
 
 from analysis.loss import CATEGORIES, percent
 from analysis.measured import MeasuredRun
+from analysis import injected as injected_mod
 from analysis import recovery
 from analysis.metrics import summarize
 from analysis.recovery import PHASE_STATS, PHASES
+from analysis.stalls import STALL_AFTER_S
 
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
@@ -142,15 +144,23 @@ FAULT_COLUMNS = {"recovery": "recovery_s", "first_success": "first_success_s", "
 
 
 def _select_faults(t: Threshold, a: MeasuredRun) -> tuple[pd.DataFrame | None, str]:
-    """The faults the argument names (name, id or action; every fault without one), or None and why not."""
+    """The faults the argument names (name, id or action; every fault without one), or None and why not.
+
+    Faults injected after the load ended are left out: nothing was offered to measure them by.
+    """
     faults = a.faults
     if faults.empty:
         return None, "no faults in chaos.jsonl"
-    if not t.argument:
-        return faults, ""
-    sel = faults[(faults["name"] == t.argument) | (faults["fault_id"] == t.argument) | (faults["action"] == t.argument)]
-    if sel.empty:
-        return None, f"no fault named {t.argument!r} (faults: {', '.join(map(str, faults['name'].unique()))})"
+    sel = faults
+    if t.argument:
+        sel = faults[(faults["name"] == t.argument) | (faults["fault_id"] == t.argument)
+                     | (faults["action"] == t.argument)]
+        if sel.empty:
+            return None, f"no fault named {t.argument!r} (faults: {', '.join(map(str, faults['name'].unique()))})"
+    if "after_load" in sel.columns:
+        sel = sel[~sel["after_load"].fillna(False).astype(bool)]
+        if sel.empty:
+            return None, "injected after the load ended: nothing was offered to measure it by"
     return sel, ""
 
 
@@ -260,6 +270,57 @@ def measure_lag(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
     return _worst([float(v) for v in sel[column]], t.op), ", ".join(sel["consumer"].astype(str))
 
 
+def measure_stalled(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
+    """Consumer stalls that count (analysis/stalls.py) of one group, or of every group."""
+    if a.stalls is None:
+        raise RuntimeError(f"the stalls could not be found: {a.stalls_error}")
+    lag = a.run.lag
+    if lag is None or "committed" not in lag or not lag["committed"].notna().any():
+        return None, "no committed positions in lag/ (no consumer group's lag was sampled)"
+    groups = sorted(set(lag.loc[lag["committed"].notna(), "consumer"].astype(str)))
+    if t.argument and t.argument not in groups:
+        return None, f"no consumer group named {t.argument!r} (sampled: {', '.join(groups)})"
+    sel = a.stalls if not t.argument else a.stalls[a.stalls["consumer"] == t.argument]
+    counted = sel[sel["counted"].astype(bool)] if not sel.empty else sel
+    if counted.empty:
+        excused = len(sel)
+        return 0.0, f"no stall in {t.argument or f'{len(groups)} groups'}" + (
+            f" ({excused} while a fault was on)" if excused else "")
+    t0 = a.metrics.t0
+    return float(len(counted)), "; ".join(
+        f"{r.consumer} at +{r.start_ts - t0:.0f} s for {r.length_s:.0f} s{' (still at the end)' if r.ongoing else ''},"
+        f" lag up to {r.max_lag}" for r in counted.itertuples())
+
+
+def measure_max_lag(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
+    """The largest lag in messages of one consumer group (or system backlog), or of the worst one."""
+    table = a.metrics.lag_messages
+    if table.empty:
+        return None, "no lag in messages in lag/"
+    sel = table if not t.argument else table[table["consumer"].astype(str) == t.argument]
+    if sel.empty:
+        return None, f"no consumer named {t.argument!r} (sampled: {', '.join(table['consumer'].astype(str))})"
+    worst = sel.loc[sel["max"].astype(float).idxmax()]
+    return float(worst["max"]), f"{worst['consumer']}, {int(worst['count'])} samples"
+
+
+def measure_injected(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
+    """Injected messages (of one class) that a consumer group neither dead-lettered nor applied (analysis/injected.py)."""
+    if a.injected is None:
+        raise RuntimeError(f"the injected messages could not be summarised: {a.injected_error}")
+    faults = injected_mod.injected_faults(a.run.journal)
+    if not faults:
+        return None, "no topic fault of this run published messages"
+    if a.run.injected is None:
+        return None, (f"{len(faults)} topic fault(s) published messages, but the adapter did not say what became"
+                      " of them (SystemAdapter.message_fates)")
+    classes = sorted(set(a.injected["class"]))
+    if t.argument and t.argument not in classes:
+        return None, f"no injected message of class {t.argument!r} (injected: {', '.join(classes)})"
+    count, detail = injected_mod.unaccounted(a.injected, t.argument or None)
+    return float(count), detail
+
+
 PHASE_DIMENSIONS = {"offered": "rate", "achieved": "rate", "dropped": "count", "p50": "latency", "p95": "latency",
                     "p99": "latency", "errors": "percent", "timeouts": "count"}
 PHASE_HELP = {"before": "the 30 s before the fault", "during": "while the fault was on",
@@ -314,6 +375,14 @@ METRICS: dict[str, MetricSpec] = {
     "memory_growth": MetricSpec("percent", _PART, "RSS growth, last window vs first window", measure_memory_growth),
     "cpu_mean": MetricSpec("percent", _PART, "mean CPU over the run, % of one core", measure_cpu),
     "cpu_max": MetricSpec("percent", _PART, "largest one-second CPU sample, % of one core", measure_cpu),
+    "stalled": MetricSpec("count", "a consumer group, or nothing for every group",
+                          f"consumer stalls: lag with no committed progress for {STALL_AFTER_S:.0f} s or more outside "
+                          "the fault windows (analysis/stalls.py)", measure_stalled),
+    "max_lag": MetricSpec("count", "a consumer group or system backlog, or nothing for the worst",
+                          "largest lag in messages (the sampler's, once a second)", measure_max_lag),
+    "unaccounted": MetricSpec("count", "a message class (malformed, huge, replay, ...), or nothing for all",
+                              "injected messages some consumer group neither dead-lettered nor applied, or applied"
+                              " though not JSON objects (analysis/injected.py)", measure_injected),
     **{f"lag_{p}": MetricSpec("latency", "a consumer name, or nothing for the worst consumer", f"consumer lag {p}",
                               measure_lag)
        for p in ("p50", "p95", "p99", "max")},

@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from chaos.targets import ChaosRefused, FaultType, TargetContext, TargetError, TargetKind
-from chaos.targets import container, process, proxy
+from chaos.targets import container, process, proxy, topic
 
 KINDS: dict[str, TargetKind] = {kind.name: kind for kind in (
     process.KIND,
     container.KIND,
     proxy.KIND,
+    topic.KIND,
 )}
 
 FAULTS: dict[tuple[str, str], FaultType] = {(kind.name, ft.action): ft for kind in KINDS.values() for ft in kind.faults}

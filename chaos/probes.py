@@ -13,6 +13,7 @@ import time
 from typing import Callable
 
 from stack.processes import http_status  # noqa: F401 - one implementation, re-exported for chaos
+from stack.processes import recv_exact
 from stack.processes import tcp_answers as _tcp_answers
 
 
@@ -36,21 +37,11 @@ def kafka_answers(address: str, timeout: float = 1.0) -> bool:
         with socket.create_connection(split(address), timeout=timeout) as sock:
             sock.settimeout(timeout)
             sock.sendall(struct.pack(">i", len(body)) + body)
-            header = _recv_exact(sock, 8)
+            header = recv_exact(sock, 8)
             size, correlation = struct.unpack(">ii", header)
             return correlation == 7 and size >= 4
     except (OSError, ConnectionError):
         return False
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        part = sock.recv(n - len(data))
-        if not part:
-            raise ConnectionError("closed")
-        data += part
-    return data
 
 
 def health_answers(health: str, timeout: float = 0.5) -> bool:

@@ -80,6 +80,7 @@ class FaultRun:
             if self.ft.heal is None and self.ft.watched:
                 self._observe(self._watch_restart, start)  # down and back within the inject itself
             self.token = self.ft.inject(self.target, self.params, self.record.fault_id) or {}
+            self.record.observed.update(self.token.pop("observed", {}))  # what the fault did (topic: counts)
             self.record.observed["inject_ms"] = round((time.monotonic() - start) * 1000, 3)
             self.active.add(self.record.fault_id, self._entry())
         except Exception as exc:  # noqa: BLE001 - recorded in the journal, the run goes on

@@ -132,6 +132,20 @@ class SystemAdapter:
         finally:
             await conn.close()
 
+    async def message_fates(self, env: Mapping[str, str],
+                            messages: list[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
+        """What became of messages a topic fault published, per consumer group that reads their topic.
+
+        ``messages`` are the journal's ``observed.messages`` with ``topic`` added
+        (``label``, ``partition``, ``offset``, ``event_id`` or None). Return one row
+        per (message, group): ``index`` (into ``messages``), ``consumer`` and
+        ``fate``, one of "dead-lettered" (the group set it aside with a reason),
+        "applied" (the group took it: a receipt, or its effect, is stored) or
+        "unaccounted". None (the default): this system cannot tell, and the
+        analysis says so instead of a verdict.
+        """
+        return None
+
     def stack_env(self, options: Any) -> dict[str, str]:
         """Extra environment for the services when ``--stack embedded`` starts them (from Locust's options)."""
         return {}

@@ -74,7 +74,13 @@ class RunContext:
         self.chaos_broken = ""  # why the experiment asked for did not run as planned (the run exits 3)
         self.chaos_deviated = False  # it ran, and the steady state did not come back (the run exits 1 at least)
         self.sampler: Any = None  # harness.sampler.Sampler, from test start until after the drain
+        self.recent_lag: Any = ()  # the sampler's latest lag rows (its `recent`), for the web UI
         self.verdict: Any = None  # analysis.report.Verdict
+        self.finished = False  # finish_run has run for this run (harness/lifecycle.py)
+        self.finishing: Any = None  # the greenlet of finish_run, when the web UI's Stop began it
+        self.finish_steps: list[tuple[float, str]] = []  # what finish_run has begun, for the web UI
+        self.exit_codes: list[int] = []  # of every run this process owned (the web UI may run several)
+        self.runs: list[dict[str, str]] = []  # every finished run: run_dir, scenario, verdict
         # this process's, made on first use
         self._recorder: Recorder | None = None
         self._bus: Bus | None = None
@@ -96,6 +102,18 @@ class RunContext:
         self.scenario, self.run_dir, self.namespace = scenario, run_dir, namespace
         self.publish_options()
         self.set_stack(stack_state)
+
+    def next_run(self, scenario: str, run_dir: str, namespace: str) -> None:
+        """The owner's next run on the same stack (the web UI's Start after a Stop): everything of the last one
+        is forgotten but the stack and the exit codes."""
+        if self._recorder is not None:
+            self._recorder.flush()
+        self._recorder = None
+        self.started_at = self.ended_at = None
+        self.chaos, self.chaos_broken, self.chaos_deviated = None, "", False
+        self.verdict, self.finished, self.finishing = None, False, None
+        self.finish_steps, self.recent_lag = [], ()
+        self.begin(scenario, run_dir, namespace, self.stack_state)
 
     def publish_options(self) -> None:
         """Put the run's values back into the options (the web UI's form may have overwritten them)."""

@@ -5,6 +5,12 @@ for this run's namespace only, so earlier runs on the same store are neither
 counted as lost nor as unexpected. The drain waits until every item the
 ledger says was acknowledged is stored and the truth has stopped changing
 (the system finished its backlog), or until the drain period ends.
+
+Then the messages the run's topic faults injected (the fault journal's
+``observed.messages``) are looked up the same way, through
+``SystemAdapter.message_fates``: the wait ends when every one of them is
+dead-lettered or applied by every group that reads its topic, or at the
+drain's end; ``injected/`` keeps the fates.
 """
 from __future__ import annotations
 
@@ -16,8 +22,9 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from harness.adapter import SystemAdapter
+from rundir.journal import FaultJournal
 from rundir.read import read_folder
-from rundir.write import write_truth
+from rundir.write import write_injected, write_truth
 
 log = logging.getLogger(__name__)
 
@@ -80,3 +87,38 @@ def ledger_items(run_dir: str, kinds: Collection[str]) -> tuple[set[tuple[str, s
 
 def write(run_dir: str, rows: list[dict[str, Any]]) -> None:
     write_truth(run_dir, rows)
+
+
+def injected_messages(run_dir: str) -> list[dict[str, Any]]:
+    """Every message the run's topic faults published, from the fault journal, each with its fault and topic."""
+    out: list[dict[str, Any]] = []
+    for entry in FaultJournal(run_dir).read():
+        observed = entry.get("observed") or {}
+        for message in observed.get("messages") or ():
+            out.append({"fault_id": entry["fault_id"], "topic": observed.get("topic"), "label": message["label"],
+                        "partition": message["partition"], "offset": message["offset"],
+                        "event_id": message.get("event_id")})
+    return out
+
+
+async def wait_for_fates(adapter: SystemAdapter, env: Mapping[str, str], messages: list[dict[str, Any]],
+                         wait_s: float) -> list[dict[str, Any]] | None:
+    """Fates of ``messages`` (INJECTED_SCHEMA rows) once none is unaccounted, or after ``wait_s``; None when the
+    adapter cannot tell."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        fates = await adapter.message_fates(env, messages)
+        if fates is None:
+            return None
+        rows = [{k: messages[f["index"]][k] for k in ("fault_id", "label", "topic", "partition", "offset", "event_id")}
+                | {"consumer": f["consumer"], "fate": f["fate"]} for f in fates]
+        unaccounted = sum(r["fate"] == "unaccounted" for r in rows)
+        if not unaccounted or time.monotonic() >= deadline:
+            if unaccounted:
+                log.warning("drain: %d of %d injected messages' fates are unaccounted for", unaccounted, len(rows))
+            return rows
+        await asyncio.sleep(0.3)
+
+
+def write_fates(run_dir: str, rows: list[dict[str, Any]]) -> None:
+    write_injected(run_dir, rows)

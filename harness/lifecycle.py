@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.metadata as md
+import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,20 +66,24 @@ class _Group:
 def add_options(parser: Any) -> None:
     """The toolkit's options, under their own heading in ``--help``, each with its default."""
     g = _Group(parser.add_argument_group(HELP_HEADING))
-    g.add_argument("--scenario", default="", include_in_web_ui=False,
+    g.add_argument("--scenario", default="",
                    help="the scenario's name: run directory, report title and default threshold set "
-                        "(every conf in scenarios/ sets it; default: the locustfile's name)")
+                        "(every conf in scenarios/ sets it; default: the locustfile's name). In the web UI's "
+                        "form, another scenario of this locustfile loads its conf: its users, spawn rate, run "
+                        "time, rate, chaos and thresholds replace the form's")
     g.add_argument("--stack", choices=["auto", "embedded", "external"], default="auto", include_in_web_ui=False,
                    help="embedded: start the stack before the test and stop it after; external: use "
                         "KAFKA_BOOTSTRAP_SERVERS etc. or the stack's state file (checked to answer before the "
                         "run); auto: external when one is found (default: %(default)s)")
-    g.add_argument("--stack-state", default="", help="the stack's state file (default $BRIDGESTORM_STATE or "
-                   ".bridgestorm/stack.json)")
+    g.add_argument("--stack-state", default="", include_in_web_ui=False,
+                   help="the stack's state file (default $BRIDGESTORM_STATE or .bridgestorm/stack.json)")
     g.add_argument("--chaos", default="", include_in_web_ui=True, help="chaos experiment to run during the load "
                    "(a file, or a name in chaos/experiments/; checked before anything starts; default: none)")
     g.add_argument("--thresholds", default="", include_in_web_ui=True,
                    help="threshold file (or shipped set name) checked at the end; default: the scenario's set")
-    g.add_argument("--run-dir", default="", include_in_web_ui=True, help="run directory (default reports/<run-id>)")
+    g.add_argument("--run-dir", default="", include_in_web_ui=True,
+                   help="run directory (default reports/<run-id>; in the web UI, each Start after a Stop takes a "
+                        "new one, this one if no run used it yet)")
     g.add_argument("--drain", type=float, default=10.0, help="max seconds to wait, after the load, until "
                    "every acknowledged item is stored (the truth is read then; what is missing counts as lost; "
                    "default: %(default)s)")
@@ -92,7 +98,8 @@ def add_options(parser: Any) -> None:
     g.add_argument("--e2e-timeout", type=float, default=0.0,
                    help="seconds to wait for a result event (0: each user's default); a timeout is a failure "
                         "(default: %(default)s)")
-    g.add_argument("--namespace", default="", help="tenant for everything sent (default bs-<run-id>)")
+    g.add_argument("--namespace", default="", include_in_web_ui=False,
+                   help="tenant for everything sent (default bs-<run-id>)")
     g.add_argument("--no-report", action="store_true", default=False, help="skip the drain and the report")
     g.add_argument("--no-sampler", action="store_true", default=False,
                    help="do not sample, once a second, CPU and memory of the stack's and Locust's processes and "
@@ -313,6 +320,12 @@ class Hooks:
         if not ctx.owner:
             ctx.join()
             return
+        # the web UI's form may name another run directory or scenario than the one set up at start
+        wanted = str(option(environment, "run_dir", "") or "")
+        scenario = str(option(environment, "scenario", "") or "")
+        if (ctx.finished or ctx.finishing is not None or (wanted and wanted != ctx.run_dir)
+                or (scenario and scenario != ctx.scenario)):
+            _begin_next_run(ctx)  # and each Start after a Stop: a run of its own
         ctx.publish_options()
         opts = environment.parsed_options
         opts.rate = float(opts.rate) if opts.rate not in (None, "") else None  # the web UI's form sends text
@@ -339,14 +352,20 @@ class Hooks:
     def on_test_stop(self, environment: Environment, **_: Any) -> None:
         ctx: RunContext = getattr(environment, ATTRIBUTE)
         ctx.stop_arrivals()
-        _wait_for_followers(ctx)
         if ctx.owner:
             ctx.ended_at = time.time()
-            if isinstance(environment.runner, MasterRunner):
-                _finish_workers(environment, self.finished)
+            # no fault may start once the load has stopped (nothing would measure it), and the
+            # waits below finish sooner on a healed system
             _stop_chaos(ctx)
+        _wait_for_followers(ctx)
+        if ctx.owner and isinstance(environment.runner, MasterRunner):
+            _finish_workers(environment, self.finished)
         if ctx.joined:
             ctx.recorder.flush(wait=False)  # written in the background; quitting waits for it
+        if ctx.owner and environment.web_ui is not None and ctx.started_at is not None and ctx.finishing is None:
+            # Stop in the web UI: the drain and the report go on in the background, their progress in the UI
+            ctx.finish_steps = []
+            ctx.finishing = gevent.spawn(finish_run, ctx, lambda text: ctx.finish_steps.append((time.time(), text)))
 
     @staticmethod
     def on_request(ctx: RunContext, request_type: str, name: str, response_time: float, response_length: int,
@@ -371,31 +390,11 @@ class Hooks:
         if not ctx.owner or not ctx.run_dir:
             ctx.close_bus()
             return
-        codes: list[int] = []
         try:
-            _stop_chaos(ctx)
-            ctx.ended_at = ctx.ended_at or time.time()
-            if ctx.started_at is None:
-                return  # nothing was run
-            _wait_for_samples(ctx)
-            _write_locust_stats(ctx)
-            opts = environment.parsed_options
-            dead = _dead_parts(ctx)
-            if dead:  # the report is still written: it shows what the users saw when it died
-                log.error("bridgestorm: the stack died during the run: %s not running", ", ".join(dead))
-                codes.append(EXIT_BROKEN)
-            if not opts.no_report:
-                _drain(ctx, opts.drain)
-            _stop_sampler(ctx)
-            _write_run_info(ctx)
-            if not opts.no_report:
-                from analysis.report import build_report
-
-                ctx.verdict = build_report(ctx.run_dir, opts.thresholds or None)
-                codes.append(ctx.verdict.exit_code)
-        except Exception as exc:  # noqa: BLE001 - one line (a traceback with --debug), exit 3
-            report_error(environment, "the end of the run failed", exc)
-            codes.append(EXIT_BROKEN)
+            if ctx.finishing is not None:  # the web UI's Stop began it: let it end
+                ctx.finishing.join()
+            elif not ctx.finished:
+                finish_run(ctx)
         finally:
             _stop_sampler(ctx)
             ctx.close_bus()
@@ -407,16 +406,10 @@ class Hooks:
                     down(ctx.stack_state, keep_logs=Path(ctx.run_dir) / "stack" / "logs")
                 except Exception as exc:  # noqa: BLE001
                     report_error(environment, "stopping the embedded stack failed", exc)
-                    codes.append(EXIT_BROKEN)
+                    ctx.exit_codes.append(EXIT_BROKEN)
                 ctx.embedded = False
-            if ctx.chaos_broken:
-                log.error("bridgestorm: the chaos experiment did not run as planned: %s", ctx.chaos_broken)
-                codes.append(EXIT_BROKEN)
-            elif ctx.chaos_deviated:
-                log.warning("bridgestorm: the chaos experiment's steady state did not come back after its faults")
-                codes.append(1)
-            if codes:
-                environment.process_exit_code = max(codes)
+            if ctx.exit_codes:
+                environment.process_exit_code = max(ctx.exit_codes)
 
     def on_quit(self, exit_code: int, **_: Any) -> None:
         """After Locust's own summary: the verdict table, the report's path, the exit code last."""
@@ -425,6 +418,91 @@ class Hooks:
         ctx: RunContext | None = getattr(self.environment, ATTRIBUTE, None)
         if ctx is not None and ctx.verdict is not None:
             ctx.verdict.print()
+
+
+def finish_run(ctx: RunContext, step: Callable[[str], None] | None = None) -> None:
+    """Everything after the load, once per run: heal the chaos, wait for the samples, drain, read the truth,
+    write run.json, analyse and write the report. Exit codes go to ``ctx.exit_codes``; ``step(text)`` is
+    told each part as it begins (the web UI shows it). Never raises."""
+    environment, codes = ctx.environment, ctx.exit_codes
+
+    def say(text: str) -> None:
+        log.info("bridgestorm: %s", text)
+        if step is not None:
+            step(text)
+
+    try:
+        _stop_chaos(ctx)
+        ctx.ended_at = ctx.ended_at or time.time()
+        if ctx.started_at is None:
+            return  # nothing was run
+        say("waiting for the last samples")
+        _wait_for_samples(ctx)
+        _write_locust_stats(ctx)
+        opts = environment.parsed_options
+        dead = _dead_parts(ctx)
+        if dead:  # the report is still written: it shows what the users saw when it died
+            log.error("bridgestorm: the stack died during the run: %s not running", ", ".join(dead))
+            codes.append(EXIT_BROKEN)
+        if not opts.no_report:
+            say(f"draining: waiting (up to {opts.drain:g} s) for the system to store what it acknowledged")
+            _drain(ctx, opts.drain)
+        _stop_sampler(ctx)
+        _write_run_info(ctx)
+        if not opts.no_report:
+            say("analysing the run and writing the report")
+            from analysis.report import build_report
+
+            # in the hub, not a thread: a native thread logging through gevent's locks can stall the hub
+            # (harness/aio.py); the web UI waits the few seconds this takes
+            ctx.verdict = build_report(ctx.run_dir, opts.thresholds or None)
+            codes.append(ctx.verdict.exit_code)
+    except Exception as exc:  # noqa: BLE001 - one line (a traceback with --debug), exit 3
+        report_error(environment, "the end of the run failed", exc)
+        codes.append(EXIT_BROKEN)
+    finally:
+        _stop_sampler(ctx)
+        if ctx.chaos_broken:
+            log.error("bridgestorm: the chaos experiment did not run as planned: %s", ctx.chaos_broken)
+            codes.append(EXIT_BROKEN)
+        elif ctx.chaos_deviated:
+            log.warning("bridgestorm: the chaos experiment's steady state did not come back after its faults")
+            codes.append(1)
+        ctx.finished = True
+        ctx.runs.append({"run_dir": ctx.run_dir, "scenario": ctx.scenario,
+                         "verdict": ctx.verdict.status if ctx.verdict is not None else "no report"})
+
+
+def _begin_next_run(ctx: RunContext) -> None:
+    """A new run on the same stack, after the previous one finished: its own run directory and namespace.
+
+    The web UI can start and stop any number of times; each Start is one run with one report. The
+    previous run's report is finished first. A run directory the form names that no run used yet is
+    taken; otherwise a new one under reports/.
+    """
+    if ctx.finishing is not None:
+        ctx.finishing.join()
+    environment, opts = ctx.environment, ctx.environment.parsed_options
+    scenario = scenario_name(environment)
+    wanted = str(getattr(opts, "run_dir", "") or "")
+    used = bool(wanted) and _run_started_in(Path(wanted))
+    run_dir = wanted if wanted and not used else str(REPO / "reports" / new_run_id(scenario))
+    n = 2
+    while run_dir != wanted and Path(run_dir).exists():  # two runs within one second
+        run_dir, n = f"{run_dir.rsplit('~', 1)[0]}~{n}", n + 1
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / "locust").mkdir(exist_ok=True)
+    opts.html_file = str(Path(run_dir) / "locust" / "report.html")
+    ctx.next_run(scenario, run_dir, namespace_for(run_dir))
+    log.info("bridgestorm: a new run in %s", run_dir)
+
+
+def _run_started_in(run_dir: Path) -> bool:
+    """A run began in this directory (its run.json has a start): a new one must not mix with it."""
+    try:
+        return bool(json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("started_at"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _dead_parts(ctx: RunContext) -> list[str]:
@@ -475,6 +553,7 @@ def _start_sampler(ctx: RunContext) -> None:
         from harness.sampler import Sampler
 
         ctx.sampler = Sampler(ctx.run_dir, ctx.adapter, ctx.env, ctx.stack_state).start()
+        ctx.recent_lag = ctx.sampler.recent  # kept after the sampler stops: the web UI's Live tab still shows it
 
 
 def _stop_sampler(ctx: RunContext) -> None:
@@ -484,15 +563,29 @@ def _stop_sampler(ctx: RunContext) -> None:
 
 
 def _drain(ctx: RunContext, drain_s: float) -> None:
-    """Wait (up to ``drain_s``) until the system stored what it acknowledged, then write the truth."""
+    """Wait (up to ``drain_s``) until the system stored what it acknowledged, then write the truth; then the
+    fates of the messages the run injected, in what is left of ``drain_s``."""
+    deadline = time.monotonic() + drain_s
     kinds = ctx.adapter.truth_kinds()
-    if not kinds:
-        return
-    log.info("draining (up to %.0f s) and reading the truth", drain_s)
-    expected, sent = drain.ledger_items(ctx.run_dir, kinds)
-    rows = bridge().run(drain.drain_and_read(ctx.adapter, ctx.env, ctx.namespace, drain_s, expected=expected,
-                                             sent=sent), timeout=drain_s + 60)
-    drain.write(ctx.run_dir, rows)
+    if kinds:
+        log.info("draining (up to %.0f s) and reading the truth", drain_s)
+        expected, sent = drain.ledger_items(ctx.run_dir, kinds)
+        rows = bridge().run(drain.drain_and_read(ctx.adapter, ctx.env, ctx.namespace, drain_s, expected=expected,
+                                                 sent=sent), timeout=drain_s + 60)
+        drain.write(ctx.run_dir, rows)
+    messages = drain.injected_messages(ctx.run_dir)
+    if messages:
+        wait_s = max(2.0, deadline - time.monotonic())
+        log.info("looking up what became of %d injected messages (up to %.0f s)", len(messages), wait_s)
+        try:
+            fates = bridge().run(drain.wait_for_fates(ctx.adapter, ctx.env, messages, wait_s), timeout=wait_s + 60)
+        except Exception as exc:  # noqa: BLE001 - the report is still written; `unaccounted` then has no data
+            report_error(ctx.environment, "looking up the injected messages failed", exc)
+            return
+        if fates is None:
+            log.info("the %s adapter cannot tell what became of injected messages", ctx.adapter.name)
+        else:
+            drain.write_fates(ctx.run_dir, fates)
 
 
 def _wait_for_samples(ctx: RunContext, timeout: float = 30.0) -> int:

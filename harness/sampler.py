@@ -23,7 +23,8 @@ What one sample is:
   second sample.
 - ``lag/``: per consumer group, its lag in messages, read from the broker
   (the sum over the partitions it committed to of end offset minus committed
-  offset), under the name the adapter gives it (``consumer_group_label``);
+  offset), and its committed offsets summed (``committed``: lag that does
+  not move it is a stall), under the name the adapter gives it (``consumer_group_label``);
   and, four times a second, the system's own backlog
   (``SystemAdapter.backlog``, e.g. unsent outbox rows), each entry as one
   more consumer. ``source`` tells them apart (``group`` / ``system``): the
@@ -37,13 +38,14 @@ fail, and it stops with the run.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -55,10 +57,12 @@ from rundir.write import write_lag, write_resources
 from stack.state import StateFile
 
 log = logging.getLogger("bridgestorm.sampler")
+T = TypeVar("T")
 
 INTERVAL_S = 1.0
 BACKLOG_INTERVAL_S = 0.25  # the system's backlog (a count in its database): cheap, and the replay time's resolution
 WRITE_EVERY_S = 5.0
+RECENT_ROWS = 50_000  # lag rows kept in memory for the web UI: an hour of a stack's groups and backlog
 READ_TIMEOUT_S = 2.0  # one read of the broker or of the system's backlog; longer and that second has no rows
 
 
@@ -203,8 +207,9 @@ class LagReader:
         self._consumer: AIOKafkaConsumer | None = None
         self._coordinators: dict[str, int] = {}  # group -> its coordinator's node id, asked once
 
-    async def read(self) -> dict[str, int]:
-        """Label -> lag. A group that committed nowhere yet has no entry; groups with one label add up."""
+    async def read(self) -> dict[str, tuple[int, int]]:
+        """Label -> (lag, committed offsets summed). A group that committed nowhere yet has no entry;
+        groups with one label add up."""
         admin, consumer = await self._clients()
         listed, topics = await asyncio.gather(admin.list_consumer_groups(), admin.describe_topics())
         groups = [(g, name) for g, name in ((g, self.label(g)) for g, _ in listed) if name is not None]
@@ -219,11 +224,13 @@ class LagReader:
         ends, *committed = await asyncio.gather(consumer.end_offsets(partitions), *(
             admin.list_consumer_group_offsets(g, group_coordinator_id=self._coordinators[g], partitions=partitions)
             for g, _ in groups))
-        lag: dict[str, int] = {}
+        lag: dict[str, tuple[int, int]] = {}
         for (_, name), offsets in zip(groups, committed):
             known = [(tp, meta.offset) for tp, meta in offsets.items() if meta.offset >= 0]  # -1: never committed
             if known:
-                lag[name] = lag.get(name, 0) + sum(max(0, ends.get(tp, offset) - offset) for tp, offset in known)
+                behind, at = lag.get(name, (0, 0))
+                lag[name] = (behind + sum(max(0, ends.get(tp, offset) - offset) for tp, offset in known),
+                             at + sum(offset for _, offset in known))
         return lag
 
     async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
@@ -243,7 +250,28 @@ class LagReader:
         for close in (admin and admin.close, consumer and consumer.stop):
             if close is not None:
                 with contextlib.suppress(Exception, asyncio.TimeoutError):
-                    await asyncio.wait_for(close(), READ_TIMEOUT_S)
+                    await bounded(close(), READ_TIMEOUT_S)
+
+
+async def bounded(step: Awaitable[T], timeout_s: float) -> T:
+    """``step``'s result within ``timeout_s``, else TimeoutError at ``timeout_s``, never later.
+
+    Why not ``asyncio.wait_for``: on timeout it waits for the cancelled step to end, and an aiokafka
+    client's stop can ignore its cancellation (it awaits fetch tasks it cancelled itself): a CI run's
+    sampler hung 300 s there, closing clients that had never reached a broker. A step that does not
+    end when cancelled is left behind instead; its outcome is collected when it does end.
+    """
+    task = asyncio.ensure_future(step)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        raise asyncio.TimeoutError(f"no answer within {timeout_s:g} s")
+    return task.result()
 
 
 # ---------------------------------------------------------------- the sampler
@@ -267,6 +295,7 @@ class Sampler:
         self.samples = 0  # ticks taken, for tests and logs
         self._resources: list[dict[str, Any]] = []
         self._lag: list[dict[str, Any]] = []
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_ROWS)  # the web UI's Live tab
         self._failing: set[str] = set()  # sources that failed last time (logged once per outage)
         self._stopping = asyncio.Event()
         self._call: Call | None = None
@@ -304,7 +333,7 @@ class Sampler:
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks, timeout=2 * READ_TIMEOUT_S)  # a step stuck in a client is left behind
             if self.lag is not None:
                 await self.lag.close()
             try:
@@ -341,25 +370,29 @@ class Sampler:
         if self.lag is None:
             return
         try:
-            result = await asyncio.wait_for(self.lag.read(), READ_TIMEOUT_S)
+            result = await bounded(self.lag.read(), READ_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - a broker that does not answer: no rows for this second
             self._failed("the broker's lag", exc)
             await self.lag.close()
             return
         self._answered("the broker's lag")
-        self._lag += [{"ts": ts, "consumer": name, "lag_ms": None, "lag_messages": int(n), "source": "group"}
-                      for name, n in sorted(result.items())]
+        rows = [{"ts": ts, "consumer": name, "lag_ms": None, "lag_messages": int(n), "source": "group",
+                 "committed": int(at)} for name, (n, at) in sorted(result.items())]
+        self._lag += rows
+        self.recent.extend(rows)
 
     async def sample_backlog(self, ts: float) -> None:
         """The system's own backlog (SystemAdapter.backlog), bounded by READ_TIMEOUT_S."""
         try:
-            result = await asyncio.wait_for(self.adapter.backlog(self.env), READ_TIMEOUT_S)
+            result = await bounded(self.adapter.backlog(self.env), READ_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - a database that does not answer: no rows for this tick
             self._failed("the system's backlog", exc)
             return
         self._answered("the system's backlog")
-        self._lag += [{"ts": ts, "consumer": name, "lag_ms": None, "lag_messages": int(n), "source": "system"}
-                      for name, n in sorted(result.items())]
+        rows = [{"ts": ts, "consumer": name, "lag_ms": None, "lag_messages": int(n), "source": "system"}
+                for name, n in sorted(result.items())]
+        self._lag += rows
+        self.recent.extend(rows)
 
     async def write(self, ts: float | None = None) -> None:
         """Write the buffered rows, a file per folder (an empty one writes nothing); raises when one failed."""

@@ -33,6 +33,11 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={raw!r} is not a whole number") from None
 
 
+def topic_partitions() -> int:
+    """Partitions of every topic the nodes create (`TOPIC_PARTITIONS`); the stack creates them alike."""
+    return _env_int("TOPIC_PARTITIONS", 3)
+
+
 @dataclass(frozen=True)
 class Topics:
     """Topic names; each can be renamed with `TOPIC_<NAME>`."""
@@ -100,6 +105,8 @@ class Settings:
     partitions: int
     replication_factor: int
     session_timeout_ms: int
+    consumer_handler_attempts: int
+    consumer_stall_after_s: float
     public_url: str
     stamping_url: str
     intelligence_url: str
@@ -120,11 +127,15 @@ class Settings:
             http_port=_env_int("HTTP_PORT", 0),
             namespace=_env("NODE_NAMESPACE", "default"),
             heartbeat_interval_s=_env_float("HEARTBEAT_INTERVAL_SECONDS", 10.0),
-            partitions=_env_int("TOPIC_PARTITIONS", 3),
+            partitions=topic_partitions(),
             replication_factor=_env_int("TOPIC_REPLICATION_FACTOR", 1),
             # Kafka and Redpanda refuse sessions under 6 s by default; the embedded Tansu takes
             # about session/2 to hand out a new group's first assignment, so the stack sets 2 s
             session_timeout_ms=_env_int("CONSUMER_SESSION_TIMEOUT_MS", 10000),
+            # a message the handler fails on is tried this often, then dead-lettered (nodes/consumer.py)
+            consumer_handler_attempts=_env_int("CONSUMER_HANDLER_ATTEMPTS", 3),
+            # lag and no progress for this long: /ready says the consumer is stuck, and why
+            consumer_stall_after_s=_env_float("CONSUMER_STALL_AFTER_SECONDS", 30.0),
             public_url=_env("NODE_PUBLIC_URL", ""),  # how others reach this node, if not HTTP_HOST:HTTP_PORT
             stamping_url=_env("STAMPING_URL", "http://127.0.0.1:8001"),
             intelligence_url=_env("INTELLIGENCE_URL", ""),

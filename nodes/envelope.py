@@ -54,7 +54,10 @@ class OnexEnvelopeV1(BaseModel):
     def _utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("timestamp must carry a time zone (UTC)")
-        return value.astimezone(timezone.utc)
+        try:
+            return value.astimezone(timezone.utc)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00: before year 1 in UTC
+            raise ValueError("timestamp out of range in UTC") from None
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"))
@@ -63,6 +66,11 @@ class OnexEnvelopeV1(BaseModel):
     def ts(self) -> float:
         """The envelope time as UNIX seconds."""
         return self.timestamp.timestamp()
+
+
+# set by every producer: a missing event_id would get a fresh one on every delivery (no de-duplication),
+# a missing correlation_id or timestamp one the producer never chose
+WIRE_REQUIRED = ("event_id", "event_type", "correlation_id", "timestamp", "source_node_id")
 
 
 class InvalidEnvelope(ValueError):
@@ -78,8 +86,13 @@ def parse_envelope(raw: bytes | None) -> OnexEnvelopeV1:
         raise InvalidEnvelope(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidEnvelope(f"not a JSON object but {type(data).__name__}")
+    missing = [name for name in WIRE_REQUIRED if name not in data]
+    if missing:  # defaults are for building an envelope; one read off the bus that lacks them is not one
+        raise InvalidEnvelope("invalid envelope: " + "; ".join(f"{name}: Field required" for name in missing))
     try:
         return OnexEnvelopeV1.model_validate(data)
+    except RecursionError:
+        raise InvalidEnvelope("invalid envelope: nested too deeply") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:5]

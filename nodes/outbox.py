@@ -9,27 +9,33 @@ receipt in `processed_events`. When the broker comes back as a new
 incarnation (a memory broker comes back empty), everything sent but not
 confirmed is replayed; consumers are idempotent, so a replay is safe.
 
-Per-key order: normally a pass sends rows in id order, and only the run of
-rows before the first failure counts as sent (a failed row and everything
-after it are sent again; consumers drop the duplicates). But a batch that
-fails with a retriable error can be retried behind a later batch of the same
-partition (aiokafka keeps several requests in flight, and Tansu has no
-idempotent producer to stop that). So after any failure, and after the broker
-comes back, the relay is *careful* for a while: a pass sends at most one
-event per key, so a key's next event goes out only after the broker
-acknowledged the one before. Careful passes cost a round trip per event of a
-key, which is why they are not the default. The relay holds back while the
-broker is unreachable (and `nodes.bus` drops what the old producer still
-held), so a replay after a restart goes out before anything newer.
+Per-key order: a pass sends rows in id order as *one batch per partition*
+(aiokafka's `create_batch`/`send_batch`), and the next pass starts only when
+every batch of this one is acknowledged or failed. A batch is in the log
+whole or not at all, so a failed event can never be sent again behind a
+later event of its partition that made it: sent one by one, a pass's events
+of one partition could span several batches, and when an earlier one failed
+(its retries expired while the broker was paused or killed) a later one
+still got in, which the reducer saw as events out of order (3 in a soak of
+53 broker faults). Rows that do not fit their partition's batch wait for the
+next pass, with every later row of that partition.
+
+The relay sends only while the bus is trusted (`EventBus.trusted`: the
+broker's incarnation read since the producer's last broken connection), and a
+failed send drops the producer it went through: so a replay after a restart
+goes out before anything newer, and no batch of an old producer reaches the
+new log behind the relay's back.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from typing import Any
 
 import asyncpg
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from nodes.bus import EventBus
 from nodes.config import Topics, required_consumers
@@ -38,16 +44,12 @@ from nodes.envelope import OnexEnvelopeV1
 log = logging.getLogger(__name__)
 
 RELAY_BATCH = 500
-CAREFUL_FOR_S = 10.0  # one event per key per pass, this long after a failure or a broker change
 CONFIRM_INTERVAL_S = 1.0
 FORGET_CONFIRMED_AFTER_S = 300.0
+PARTITIONER = DefaultPartitioner()  # aiokafka's own: a row lands where producer.send(key=...) would put it
 
 
 _PASS = "SELECT id, topic, key, value FROM outbox WHERE producer = $1 AND sent_at IS NULL ORDER BY id LIMIT $2"
-_CAREFUL_PASS = (
-    "SELECT * FROM (SELECT DISTINCT ON (key) id, topic, key, value FROM outbox"
-    "  WHERE producer = $1 AND sent_at IS NULL ORDER BY key, id) AS first_per_key ORDER BY id LIMIT $2"
-)
 
 
 class Outbox:
@@ -60,7 +62,6 @@ class Outbox:
         self.replayed = 0
         self.failures = 0
         self._wake = asyncio.Event()
-        self._careful_until = 0.0
         self._tasks: list[asyncio.Task] = []
         bus.on_new_epoch(self._replay_on_epoch)
 
@@ -134,50 +135,59 @@ class Outbox:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
-            if not self.bus.reachable:
-                self._careful_until = time.monotonic() + CAREFUL_FOR_S
+            if not self.bus.trusted():  # away, or not yet known to be the broker it was
                 self._wake.set()
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.05)
                 continue
             try:
-                while (sent := await self._relay_batch()) == RELAY_BATCH or (sent and self._careful()):
+                while await self._relay_batch() == RELAY_BATCH:
                     pass
                 delay = 0.05
             except (KafkaError, OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 self.failures += 1
-                self._careful_until = time.monotonic() + CAREFUL_FOR_S
                 log.warning("outbox relay: %r; retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 self._wake.set()
-                if self.failures % 20 == 0 and self.bus.reachable:
-                    await self.bus.rebuild_producer()  # no progress while the broker answers: a stuck client
-
-    def _careful(self) -> bool:
-        return time.monotonic() < self._careful_until
 
     async def _relay_batch(self) -> int:
-        rows = await self.pool.fetch(_CAREFUL_PASS if self._careful() else _PASS, self.producer_id, RELAY_BATCH)
+        rows = await self.pool.fetch(_PASS, self.producer_id, RELAY_BATCH)
         if not rows:
             return 0
         producer = self.bus.producer
-        if producer is None:
+        if producer is None or not self.bus.trusted():
             raise KafkaConnectionError("no producer: the broker is away")
         epoch = self.bus.epoch
-        futures = []
+        batches: dict[tuple[str, int], tuple[Any, list]] = {}  # one per partition: whole in the log or not at all
+        full: set[tuple[str, int]] = set()
         for row in rows:
-            futures.append(await producer.send(row["topic"], row["value"], key=row["key"].encode()))
-        results = await asyncio.gather(*(asyncio.wait_for(f, 10) for f in futures), return_exceptions=True)
+            key = row["key"].encode()
+            partitions = sorted(await producer.partitions_for(row["topic"]))
+            tp = (row["topic"], PARTITIONER(key, partitions, partitions))
+            if tp in full:
+                continue  # with every later row of its partition: the next pass, in order
+            batch, members = batches.setdefault(tp, (producer.create_batch(), []))
+            if batch.append(key=key, value=row["value"], timestamp=None) is None:  # full (a first row always fits)
+                full.add(tp)
+                continue
+            members.append(row)
+        futures = [(members, await producer.send_batch(batch, tp[0], partition=tp[1]))
+                   for tp, (batch, members) in batches.items()]
+        results = await asyncio.gather(*(asyncio.wait_for(f, 10) for _, f in futures), return_exceptions=True)
         if self.bus.epoch != epoch:
             # the broker changed incarnation under this pass: its acks may be for a log that is gone
             return len(rows)
-        sent_ids = []
-        first_error: BaseException | None = None
-        for row, result in zip(rows, results):
-            if isinstance(result, BaseException):
-                first_error = result
-                break
-            sent_ids.append(row["id"])
+        acked = {row["id"] for (members, _), result in zip(futures, results)
+                 if not isinstance(result, BaseException) for row in members}
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            # whatever it still holds could reach a broker that came back before the bus knows
+            self.bus.distrust(producer, f"a send failed: {errors[0]!r}")
+        if full:
+            self._wake.set()  # the rows left for the next pass go at once
+        # a partition's rows are acknowledged all or none, and those left for later come after them in id order
+        sent_ids = [row["id"] for row in rows if row["id"] in acked]
+        first_error: BaseException | None = errors[0] if errors else None
         if sent_ids:
             await self.pool.execute(
                 "UPDATE outbox SET sent_at = clock_timestamp(), attempts = attempts + 1 WHERE id = ANY($1::bigint[])",
@@ -224,7 +234,6 @@ class Outbox:
         )
         count = int(status.split()[-1])
         self.replayed += count
-        self._careful_until = time.monotonic() + CAREFUL_FOR_S
         log.warning("broker epoch %d: replaying %d unconfirmed events", epoch, count)
         self.wake()
 

@@ -2,7 +2,8 @@
 
 One transaction per batch: `workflow_executions` gets one row per workflow
 (latest state by sequence, event count, and how many events arrived out of
-order — there should be none, since events are keyed by workflow id), and
+order: not newer than every event applied before them, stored or earlier in
+the batch — there should be none, since events are keyed by workflow id), and
 `bridge_states` one row per namespace with running totals. Offsets are
 committed after the transaction (see `nodes.consumer`).
 """
@@ -18,13 +19,14 @@ import asyncpg
 from nodes.config import GROUP_REDUCER
 from nodes.consumer import Received
 from nodes.envelope import EventType
+from nodes.failures import Unprocessable
 from nodes.service import Node
 
 _UPSERT_EXECUTIONS = """
 WITH input AS (
-  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[], $7::int[],
-                       $8::timestamptz[], $9::timestamptz[], $10::float8[])
-    AS t(workflow_id, namespace, state, first_seq, last_seq, events, out_of_order, started_at, completed_at, duration_ms)
+  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::int[], $6::int[],
+                       $7::timestamptz[], $8::timestamptz[], $9::float8[])
+    AS t(workflow_id, namespace, state, last_seq, events, out_of_order, started_at, completed_at, duration_ms)
 )
 INSERT INTO workflow_executions AS w
   (workflow_id, namespace, state, last_sequence, events, out_of_order, started_at, completed_at, duration_ms)
@@ -33,9 +35,7 @@ ON CONFLICT (workflow_id) DO UPDATE SET
   state = CASE WHEN EXCLUDED.last_sequence > w.last_sequence THEN EXCLUDED.state ELSE w.state END,
   last_sequence = GREATEST(w.last_sequence, EXCLUDED.last_sequence),
   events = w.events + EXCLUDED.events,
-  out_of_order = w.out_of_order + EXCLUDED.out_of_order
-    + CASE WHEN (SELECT i.first_seq FROM input i WHERE i.workflow_id = EXCLUDED.workflow_id) <= w.last_sequence
-           THEN 1 ELSE 0 END,
+  out_of_order = w.out_of_order + EXCLUDED.out_of_order,
   started_at = COALESCE(w.started_at, EXCLUDED.started_at),
   completed_at = COALESCE(EXCLUDED.completed_at, w.completed_at),
   duration_ms = COALESCE(EXCLUDED.duration_ms, w.duration_ms),
@@ -62,8 +62,7 @@ ON CONFLICT (namespace) DO UPDATE SET
 class _Execution:
     namespace: str
     state: str = "pending"
-    first_seq: int = -1
-    last_seq: int = -1
+    last_seq: int = -1  # the highest sequence applied: the stored one, then this batch's
     events: int = 0
     out_of_order: int = 0
     started_at: datetime | None = None
@@ -91,19 +90,17 @@ class ReducerNode(Node):
         self.add_consumer(GROUP_REDUCER, [self.settings.topics.workflow], self.reduce, max_records=5000, timeout_ms=20)
 
     async def reduce(self, conn: asyncpg.Connection, records: list[Received]) -> None:
+        positions = [_position(rec) for rec in records]
+        # an event is out of order when it is not newer than every one applied before it, stored or in this batch
+        stored = dict(await conn.fetch("SELECT workflow_id, last_sequence FROM workflow_executions"
+                                       " WHERE workflow_id = ANY($1::uuid[])", list({w for w, _ in positions})))
         executions: dict[uuid.UUID, _Execution] = {}
         totals: dict[str, _Totals] = defaultdict(_Totals)
-        for rec in records:
+        for rec, (workflow_id, sequence) in zip(records, positions):
             env = rec.envelope
-            try:
-                workflow_id = uuid.UUID(str(env.payload["workflow_id"]))
-                sequence = int(env.payload.get("sequence", 0))
-            except (KeyError, ValueError, TypeError):
-                continue  # not a workflow event we understand; the adapter still logs it
-            ex = executions.setdefault(workflow_id, _Execution(namespace=env.namespace))
-            if ex.first_seq < 0:
-                ex.first_seq = sequence
-            elif sequence <= ex.last_seq:
+            ex = executions.setdefault(workflow_id, _Execution(namespace=env.namespace,
+                                                               last_seq=stored.get(workflow_id, -1)))
+            if sequence <= ex.last_seq:
                 ex.out_of_order += 1
             if sequence > ex.last_seq:
                 ex.last_seq = sequence
@@ -131,7 +128,6 @@ class ReducerNode(Node):
                 ids,
                 [r.namespace for r in rows],
                 [r.state for r in rows],
-                [r.first_seq for r in rows],
                 [r.last_seq for r in rows],
                 [r.events for r in rows],
                 [r.out_of_order for r in rows],
@@ -150,3 +146,14 @@ class ReducerNode(Node):
                 [totals[n].transitions for n in names],
                 [len(records) for n in names],
             )
+
+
+def _position(rec: Received) -> tuple[uuid.UUID, int]:
+    """The workflow and sequence of one event; one without them is refused (skipped silently, it would look
+    applied: dead-lettered instead, and the database adapter still logs it)."""
+    env = rec.envelope
+    try:
+        return uuid.UUID(str(env.payload["workflow_id"])), int(env.payload.get("sequence", 0))
+    except (KeyError, ValueError, TypeError, OverflowError) as exc:
+        raise Unprocessable(f"not a workflow event: no usable workflow_id and sequence "
+                            f"({type(exc).__name__}: {exc})"[:500]) from None

@@ -156,6 +156,7 @@ class Node:
         if self.bus is not None and not self.bus.reachable:
             problems.append("broker unreachable")
         problems += [f"consumer {c.group_id} has no partitions yet" for c in self.consumers if not c.assigned]
+        problems += [why for why in (c.stuck() for c in self.consumers) if why]
         if self.pool is not None:
             try:
                 await asyncio.wait_for(self.pool.fetchval("SELECT 1"), 2)
@@ -170,8 +171,9 @@ class Node:
             "node_type": self.kind,
             "active_operations": self.active_operations,
             "broker_epoch": self.bus.epoch if self.bus else None,
+            "producers_dropped": self.bus.producers_dropped if self.bus else None,
             "outbox": self.outbox.snapshot() if self.outbox else None,
-            "consumers": {c.group_id: vars(c.stats) for c in self.consumers},
+            "consumers": {c.group_id: c.snapshot() for c in self.consumers},
         }
         body.update(self.stats())
         return web.json_response(body)
@@ -236,6 +238,8 @@ class Node:
             handler=handler,
             dead_letter_topic=self.settings.topics.dead_letter,
             session_timeout_ms=self.settings.session_timeout_ms,
+            handler_attempts=self.settings.consumer_handler_attempts,
+            stall_after_s=self.settings.consumer_stall_after_s,
             **kwargs,
         )
         self.consumers.append(consumer)

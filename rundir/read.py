@@ -45,6 +45,7 @@ class Run:
     lag: pd.DataFrame | None
     files: dict[str, int] = field(default_factory=dict)
     experiments: list[dict[str, Any]] = field(default_factory=list)  # experiments.jsonl, in the order they ended
+    injected: pd.DataFrame | None = None  # injected/: what became of the messages topic faults published
 
 
 def _parquet_files(folder: Path) -> list[Path]:
@@ -195,7 +196,7 @@ def load_run(run_dir: str | os.PathLike[str], on_step: Callable[[str], None] | N
     samples = to_frame(samples_t)
     del samples_t
     frames: dict[str, pd.DataFrame | None] = {}
-    for folder in ("ledger", "truth", "resources", "lag"):
+    for folder in ("ledger", "truth", "resources", "lag", "injected"):
         step(folder)
         t = read_folder(path, folder)
         frames[folder] = None if t is None else to_frame(t)
@@ -207,7 +208,7 @@ def load_run(run_dir: str | os.PathLike[str], on_step: Callable[[str], None] | N
     experiments = load_experiments(path)
     return Run(path=path, info=info, samples=samples, ledger=frames["ledger"], truth=frames["truth"],
                journal=journal, resources=frames["resources"], lag=frames["lag"], files=counts,
-               experiments=experiments)
+               experiments=experiments, injected=frames["injected"])
 
 
 def finite_or_none(x: Any) -> Any:

@@ -58,7 +58,8 @@ RESOURCES_SCHEMA = pa.schema(
 # a lag row is a time lag (lag_ms: how long ago what the consumer just handled was sent) or a
 # count (lag_messages: how many messages wait for it), one or the other; source says whose count
 # it is: "group" (a consumer group's lag read from the broker) or "system" (the system's own
-# backlog, e.g. unsent outbox rows, from the adapter); null for a time lag
+# backlog, e.g. unsent outbox rows, from the adapter); null for a time lag. committed: for a group,
+# its committed offsets summed (a group with lag whose committed sum does not move is stalled)
 LAG_SOURCES = ("group", "system")
 LAG_SCHEMA = pa.schema(
     [
@@ -67,6 +68,23 @@ LAG_SCHEMA = pa.schema(
         pa.field("lag_ms", pa.float64(), nullable=True),
         pa.field("lag_messages", pa.int64(), nullable=True),
         pa.field("source", pa.string(), nullable=True),
+        pa.field("committed", pa.int64(), nullable=True),
+    ]
+)
+
+# what became of each message a topic fault injected, per consumer group that reads its topic (the
+# drain step asks the adapter): fate is one of FATES. One row per (fault, message, consumer)
+FATES = ("dead-lettered", "applied", "unaccounted")
+INJECTED_SCHEMA = pa.schema(
+    [
+        pa.field("fault_id", pa.string(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),  # class:name in the catalogue, or file:line, or replay:n
+        pa.field("topic", pa.string(), nullable=False),
+        pa.field("partition", pa.int64(), nullable=False),
+        pa.field("offset", pa.int64(), nullable=False),
+        pa.field("event_id", pa.string(), nullable=True),
+        pa.field("consumer", pa.string(), nullable=False),
+        pa.field("fate", pa.string(), nullable=False),
     ]
 )
 
@@ -76,11 +94,12 @@ SCHEMAS: dict[str, pa.Schema] = {
     "truth": TRUTH_SCHEMA,
     "resources": RESOURCES_SCHEMA,
     "lag": LAG_SCHEMA,
+    "injected": INJECTED_SCHEMA,
 }
 
 # columns added to the contract after files were written without them: such a file reads them as nulls,
 # and a writer may leave them out (they are nullable)
-ADDED_COLUMNS: dict[str, set[str]] = {"lag": {"lag_messages", "source"}, "samples": {"ts_ready"}}
+ADDED_COLUMNS: dict[str, set[str]] = {"lag": {"lag_messages", "source", "committed"}, "samples": {"ts_ready"}}
 # per folder, columns of which every row sets at least one
 ONE_OF: dict[str, tuple[str, ...]] = {"lag": ("lag_ms", "lag_messages")}
 

@@ -110,6 +110,11 @@ def write_truth(run_dir: str | os.PathLike[str], rows: Rows) -> Path | None:
     return write_batch(run_dir, "truth", rows)
 
 
+def write_injected(run_dir: str | os.PathLike[str], rows: Rows) -> Path | None:
+    """What became of the injected messages, read after the drain (see INJECTED_SCHEMA)."""
+    return write_batch(run_dir, "injected", rows)
+
+
 def write_resources(run_dir: str | os.PathLike[str], rows: Rows) -> Path | None:
     """Memory and CPU samples of the stack's parts (see RESOURCES_SCHEMA)."""
     return write_batch(run_dir, "resources", rows)

@@ -28,6 +28,7 @@ from typing import Callable
 
 from rundir.masking import mask_url
 from stack.broker import start_broker_process
+from stack.broker_gate import create_topics
 from stack.postgres import postgres_url, start_postgres
 from stack.processes import (
     check_health,
@@ -39,7 +40,7 @@ from stack.processes import (
     wait_until,
 )
 from stack.state import LaunchSpec, Part, StackState, StateFile
-from stack.system import NODE_KINDS, database_url_from_env, node_argv, url_variable
+from stack.system import NODE_KINDS, database_url_from_env, node_argv, stack_topics, url_variable
 
 Progress = Callable[[str], None]
 
@@ -139,6 +140,9 @@ def _start_infrastructure(
         else:
             progress(f"broker: Tansu process on {where}")
             state.parts["broker"] = start_broker_process(stack_dir, port, advertised)
+        # what a restart needs to open the broker with its topics in place (stack.broker_gate)
+        state.parts["broker"].extra.update(topics=stack_topics(), proxy="broker" if proxy else None)
+        create_topics(port, stack_topics())
         bootstrap = state.parts["broker"].address
     else:
         raise StackError(f"unknown broker runtime {options.broker_runtime!r}: use 'process' or 'docker'")

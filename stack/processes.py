@@ -93,6 +93,17 @@ def tcp_answers(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    """Exactly `n` bytes from a blocking socket; ConnectionError if the peer closes first."""
+    data = b""
+    while len(data) < n:
+        part = sock.recv(n - len(data))
+        if not part:
+            raise ConnectionError(f"the peer closed the connection after {len(data)} of {n} bytes")
+        data += part
+    return data
+
+
 def http_status(url: str, timeout: float = 1.0) -> int | None:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:

@@ -36,6 +36,11 @@ prevents, so a duplicate can show:
   found by their key ``<namespace>/dlq/<uuid>`` (the table has no namespace:
   the key's prefix is taken as it).
 
+Injected messages (topic faults): for each consumer group that must confirm
+their topic (nodes/config.py), dead-lettered when ``dead_letters`` holds the
+group's row for the message's topic, partition and offset, applied when the
+group's receipt for its event id is in ``processed_events``.
+
 For the sampler: the nodes name their Kafka groups after the broker
 incarnation (``bridge-reducer.a3f06f2e``, nodes/consumer.py); the label drops
 that suffix, so a group is one line across a broker restart. The bridge's own
@@ -53,7 +58,7 @@ import orjson
 
 from harness.adapter import IncarnationSource, Message, Result, SystemAdapter, TruthQuery
 from nodes.bus import IncarnationReader
-from nodes.config import GROUP_DB_ADAPTER, Topics
+from nodes.config import GROUP_DB_ADAPTER, Topics, required_consumers
 from nodes.envelope import EventType, new_envelope
 
 __all__ = ["BridgeAdapter", "EventType", "GROUP_DB_ADAPTER", "LOAD_MARK", "TOPICS"]
@@ -61,6 +66,15 @@ __all__ = ["BridgeAdapter", "EventType", "GROUP_DB_ADAPTER", "LOAD_MARK", "TOPIC
 TOPICS = Topics()
 INCARNATION_SUFFIX = re.compile(r"\.[0-9a-f]{8}$")  # nodes/consumer.py: <group>.<incarnation[:8]>
 UNSENT_OUTBOX = "SELECT count(*) FROM outbox WHERE sent_at IS NULL"
+FATES = """
+    SELECT m.i, m.consumer,
+           CASE WHEN EXISTS (SELECT 1 FROM dead_letters d WHERE d.consumer = m.consumer AND d.topic = m.topic
+                               AND d.partition = m.partition AND d."offset" = m."offset") THEN 'dead-lettered'
+                WHEN m.event_id IS NOT NULL AND EXISTS (SELECT 1 FROM processed_events p
+                               WHERE p.consumer = m.consumer AND p.event_id = m.event_id) THEN 'applied'
+                ELSE 'unaccounted' END
+    FROM unnest($1::int[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::uuid[])
+         AS m(i, consumer, topic, partition, "offset", event_id)"""
 LOAD_MARK = "adapter-event"  # envelope metadata["load"] of EventBatchUser's events: how the truth finds them
 
 TRUTH: dict[str, TruthQuery] = {
@@ -138,6 +152,23 @@ class BridgeAdapter(SystemAdapter):
             return None
         return Result(correlation_id=corr, event_type=etype, body=env)
 
+    async def message_fates(self, env: Mapping[str, str],
+                            messages: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Dead-lettered or applied, per group that must confirm the message's topic (see the module docstring)."""
+        url = env.get("DATABASE_URL")
+        if not url:
+            raise RuntimeError(f"{self.name}: DATABASE_URL is unknown, so the injected messages cannot be looked up")
+        pairs = [(i, group) for i, m in enumerate(messages) for group in required_consumers(TOPICS, m["topic"])]
+        columns = [[i for i, _ in pairs], [g for _, g in pairs],
+                   *([messages[i][name] for i, _ in pairs] for name in ("topic", "partition", "offset")),
+                   [_uuid(messages[i].get("event_id")) for i, _ in pairs]]
+        conn = await asyncpg.connect(url)
+        try:
+            rows = await conn.fetch(FATES, *columns)
+        finally:
+            await conn.close()
+        return [{"index": i, "consumer": group, "fate": fate} for i, group, fate in rows]
+
     def stack_env(self, options: Any) -> dict[str, str]:
         """The nodes heartbeat at the simulated nodes' ``--heartbeat`` interval (1 s by default)."""
         return {"HEARTBEAT_INTERVAL_SECONDS": str(getattr(options, "heartbeat", None) or 1.0)}
@@ -164,3 +195,10 @@ class BridgeAdapter(SystemAdapter):
             self._backlog_conn = None
             conn.terminate()
             raise
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value) if isinstance(value, str) else None
+    except ValueError:
+        return None

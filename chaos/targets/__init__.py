@@ -1,6 +1,6 @@
 """Target kinds: what a fault can be injected into, and what each kind declares about itself.
 
-A kind is one module of this package (process.py, container.py, proxy.py):
+A kind is one module of this package (process.py, container.py, proxy.py, topic.py):
 its target class, and a `KIND = TargetKind(...)` with its fault types, how
 to build a target from a name, and how `chaos heal` sweeps it. `chaos.kinds`
 lists the modules; nothing else in chaos/ names a kind.

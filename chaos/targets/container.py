@@ -11,6 +11,7 @@ import docker.errors
 from chaos.probes import health_answers
 from chaos.targets import ChaosRefused, FaultType, TargetContext, TargetError, TargetKind
 from chaos.targets.process import check_signal
+from stack.broker_gate import BrokerGate
 from stack.state import MANAGED_LABEL, StateFile
 
 
@@ -19,9 +20,11 @@ class ContainerTarget:
 
     kind = "container"
 
-    def __init__(self, ref: str, health: str | None = None, client: docker.DockerClient | None = None):
+    def __init__(self, ref: str, health: str | None = None, client: docker.DockerClient | None = None,
+                 gate: BrokerGate | None = None):
         self.ref = ref
         self.health = health
+        self.gate = gate  # the stack's broker: (re)started with its topics in place
         try:
             self.client = client or docker.from_env(timeout=30)
         except docker.errors.DockerException as exc:
@@ -58,13 +61,16 @@ class ContainerTarget:
         if container.status == "paused":
             container.unpause()
         elif container.status != "running":
-            container.start()
+            self._gated(container.start)
 
     def restart(self, timeout: int = 10) -> None:
         container = self.container()
         if container.status == "paused":
             container.unpause()
-        container.restart(timeout=timeout)
+        self._gated(lambda: container.restart(timeout=timeout))
+
+    def _gated(self, start) -> None:
+        self.gate.reopen(start) if self.gate else start()
 
     def pause(self) -> None:
         self.container().pause()
@@ -99,7 +105,7 @@ def build(name: str, context: TargetContext) -> ContainerTarget:
     """A stack part of kind container (its container id and health address), else a container name or id."""
     part = context.part(name)
     if part is not None and part.kind == "container":
-        return ContainerTarget(part.container_id, part.health)
+        return ContainerTarget(part.container_id, part.health, gate=BrokerGate.of(StateFile(context.state_path).read(), part))
     return ContainerTarget(name)
 
 
@@ -111,16 +117,18 @@ def sweep(context: TargetContext) -> list[str]:
     except Exception:  # noqa: BLE001 - no engine: nothing of ours can be paused there
         return []
     state_file = StateFile(context.state_path)
-    stack_ids = set()
+    stack_parts = {}
     if state_file.exists():
-        stack_ids = {p.container_id for p in state_file.read().parts.values() if p.kind == "container"}
+        state = state_file.read()
+        stack_parts = {p.container_id: p for p in state.parts.values() if p.kind == "container"}
     done = []
     for container in managed_containers(client):
         if container.status == "paused":
             container.unpause()
             done.append(f"unpaused container {container.name}")
-        elif container.id in stack_ids and container.status != "running":
-            container.start()
+        elif container.id in stack_parts and container.status != "running":
+            gate = BrokerGate.of(state, stack_parts[container.id])
+            gate.reopen(container.start) if gate else container.start()
             done.append(f"started container {container.name}")
     return done
 

@@ -15,6 +15,7 @@ import psutil
 
 from chaos.probes import health_answers
 from chaos.targets import ChaosRefused, FaultType, TargetContext, TargetError, TargetKind
+from stack.broker_gate import BrokerGate
 from stack.processes import launch
 from stack.state import Part, StateFile
 
@@ -123,13 +124,18 @@ class ProcessTarget:
             proc.send_signal(signal.SIGCONT)
 
     def start(self) -> int:
-        """Start the part from its launch spec if it is not running; returns its pid."""
+        """Start the part from its launch spec if it is not running; returns its pid.
+
+        The stack's broker opens with its topics in place (`stack.broker_gate`).
+        """
         part = self.part()
         if part.process() is not None:
             return part.pid  # type: ignore[return-value]
         if part.launch is None:
             raise TargetError(f"part {self.name!r} has no launch spec; cannot start it again")
-        proc = launch(part.launch, user=part.extra.get("run_as"))
+        gate = BrokerGate.of(self.state_file.read(), part)
+        spec, user = part.launch, part.extra.get("run_as")
+        proc = gate.reopen(lambda: launch(spec, user=user)) if gate else launch(spec, user=user)
         with self.state_file.update() as state:
             state.parts[self.name].pid = proc.pid
             state.parts[self.name].create_time = proc.create_time()

@@ -154,15 +154,20 @@ BACKLOG_SETTLED = {"bridge-reducer": 3, "bridge-database-adapter": 2, "outbox": 
 def backlog_rows(stuck: bool = False, silent_until: int = 25) -> dict[str, list]:
     """The chaos run's backlog (module docstring). ``stuck``: the reducer stays at 400 after the heal;
     ``silent_until``: the broker answers again only from that second (the outbox is 0 before), and the
-    after-heal sequence starts there."""
-    rows: dict[str, list] = {"ts": [], "consumer": [], "lag_ms": [], "lag_messages": [], "source": []}
+    after-heal sequence starts there. A group's ``committed`` moves on every second (the stuck reducer's not
+    after the heal)."""
+    rows: dict[str, list] = {"ts": [], "consumer": [], "lag_ms": [], "lag_messages": [], "source": [], "committed": []}
 
     def add(sec: int, consumer: str, n: int) -> None:
         rows["ts"].append(T0 + sec + 0.5)
         rows["consumer"].append(consumer)
         rows["lag_ms"].append(None)
         rows["lag_messages"].append(n)
-        rows["source"].append("system" if consumer == "outbox" else "group")
+        group = consumer != "outbox"
+        rows["source"].append("group" if group else "system")
+        # a group's committed offsets move on every second, but a stuck reducer's after the heal
+        stuck_here = stuck and consumer == "bridge-reducer" and sec >= silent_until
+        rows["committed"].append(None if not group else 10 * (silent_until if stuck_here else sec))
 
     for sec in range(60):
         if sec < 20:

@@ -116,3 +116,20 @@ def test_fault_never_injected_is_reported_not_fatal(chaos_run: Path, tmp_path: P
     faults = analyse(run_dir).faults
     assert faults.iloc[0]["recovery_s"] == 2.0
     assert not faults.iloc[1]["recovered"] and "never injected" in faults.iloc[1]["note"]
+
+
+def test_fault_injected_after_the_load_ended_is_left_out(chaos_run: Path, tmp_path: Path) -> None:
+    # the run's load ended at T0+60; an experiment still running injected a second fault at T0+62
+    # (a scenario's short form stopped before its timeline did): nothing was offered during it
+    from analysis.thresholds import evaluate, parse_text
+    run_dir = _run_with_journal(chaos_run, tmp_path, rungen.journal_entry(),
+                                rungen.journal_entry(fault_id="f2", name="broker-latency", action="latency",
+                                                     started_at=T0 + 62, healed_at=T0 + 63))
+    a = analyse(run_dir)
+    late = a.faults.iloc[1]
+    assert bool(late["after_load"]) and "after the load ended" in late["note"]
+    ratio, recovery = evaluate(parse_text("- offered_ratio >= 90%\n- recovery < 10s\n"), a)
+    assert (ratio.status, recovery.status) == ("pass", "pass"), (ratio, recovery)
+    assert recovery.measured == 2.0 and ratio.detail == "1 fault(s)"
+    (only_late,) = evaluate(parse_text("- recovery(broker-latency) < 10s\n"), a)
+    assert only_late.status != "pass" and "after the load ended" in only_late.detail

@@ -34,7 +34,8 @@ def test_schemas_match_the_documented_columns() -> None:
 def test_load_reads_every_file_of_every_folder(chaos_run: Path) -> None:
     run = load_run(chaos_run)
     assert len(list((chaos_run / "samples").glob("*.parquet"))) == 3
-    assert run.files == {"samples": 640, "ledger": 111, "truth": 109, "resources": 120, "lag": 230, "faults": 1}
+    assert run.files == {"samples": 640, "ledger": 111, "truth": 109, "resources": 120, "lag": 230, "injected": 0,
+                         "faults": 1}
     assert list(run.samples.columns) == SAMPLE_COLUMNS
     assert run.samples["name"].dtype == "category"
     assert run.samples["ts_intended"].isna().sum() == 600

@@ -23,17 +23,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted(p.stem for p in (REPO / "scenarios").glob("*.conf"))
 # the thresholds that say whether the system held, whatever the machine's speed
-CORRECTNESS = {"lost", "duplicated", "leaked", "unexpected", "offered_ratio"}
+CORRECTNESS = {"lost", "duplicated", "leaked", "unexpected", "offered_ratio", "stalled", "unaccounted"}
 # how fast it came back after a fault: measured in every run (never "no data" or "error"), held to its
-# limit by the full-length scenario; a short form prints it. Seen on this 2-core machine: replay 0.3-1.5 s,
-# drain 3-8 s, recovery 1-3 s or "never": for 10 s after a broker change the nodes' outbox relay sends
-# one event per key per round trip (nodes/outbox.py, CAREFUL_FOR_S), so a workflow's events queue and
-# its p95 can stay above 1.5 x the baseline for longer than the 13-18 s a short form leaves after the heal
-# (seen in CI at 20/s, before the nodes stopped leaking a producer per kill: replay 3.4 s, drain 17 s)
+# limit by the full-length scenario; a short form prints it. Seen on this 2-core machine: replay 0.3-1.8 s,
+# drain 2.7-8 s, recovery 1-3 s or "never": a short form leaves 13-18 s after the heal, and a workflow's p95
+# can stay above 1.5 x the baseline for longer than that while the outbox replays
 TIMED = {"recovery", "drain_time", "replay_time"}
 # long enough for the scenario's first fault where it has one (the flagship: and for its recovery to show)
 SHORT_RUN = {"flagship": "36s", "resilience": "28s", "registration": "20s", "burst-recovery": "20s",
-             "introspection-burst": "8s"}
+             "introspection-burst": "8s", "poison-pill": "26s"}
 
 
 def test_catalog_covers_the_seeds_table():
@@ -48,8 +46,13 @@ def test_scenario_short_form(scenario, tmp_path):
     cmd = [sys.executable, "-m", "locust", "--config", f"scenarios/{scenario}.conf",
            "-t", SHORT_RUN.get(scenario, "8s"), "--run-dir", str(run_dir), "--drain", "20"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
-    tail = (proc.stdout + proc.stderr)[-3000:]
-    assert proc.returncode in (0, 1), tail
+    output = proc.stdout + proc.stderr
+    # the run's own error lines first (Locust's summary fills the tail), then the tail
+    tail = "\n".join(line for line in output.splitlines() if "ERROR" in line or "bridgestorm:" in line)[-2000:]
+    tail += "\n...\n" + output[-3000:]
+    # 3 only as the verdict "unknown" of a latency floor the load generator could not keep up with (a busy
+    # CI machine: analysis/generator.py); checked below, once the analysis is read
+    assert proc.returncode in (0, 1, 3), tail
     for part in ("run.json", "samples", "ledger", "truth", "analysis.json", "index.html"):
         assert (run_dir / part).exists(), f"{part} missing\n{tail}"
     analysis = json.loads((run_dir / "analysis.json").read_text())
@@ -57,6 +60,9 @@ def test_scenario_short_form(scenario, tmp_path):
     assert json.loads((run_dir / "run.json").read_text())["scenario"] == scenario, tail
     rows = analysis["thresholds"]
     assert rows, "the scenario has no threshold set"
+    if proc.returncode == 3:
+        unknown = [f"{r['text']}: {r['status']}" for r in rows if r["status"] not in ("pass", "fail")]
+        assert analysis["verdict"] == "unknown" and all(": generator-limited" in u for u in unknown), (unknown, tail)
     for r in rows:  # the latency floors and the timed checks, for the log
         if r["metric"] not in CORRECTNESS:
             print(f"{scenario}: {r['text']}: {r['measured_display']} ({r['status']})")
