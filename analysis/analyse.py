@@ -89,6 +89,7 @@ class Analysis(MeasuredRun):
             "lag_messages": list(iter_rows(m.lag_messages)),
             "stalls": None if self.stalls is None else list(iter_rows(self.stalls)),
             "injected": None if self.injected is None else list(iter_rows(self.injected)),
+            "observations": self.run.observations,
             "series": {c: [_clean(v) for v in m.overall[c].tolist()] for c in ("sec", "count", "ok", "failures")},
         })
 

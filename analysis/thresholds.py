@@ -321,6 +321,16 @@ def measure_injected(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
     return float(count), detail
 
 
+def measure_observed(t: Threshold, a: MeasuredRun) -> tuple[float | None, str]:
+    """A number the system reported about the run (SystemAdapter.observe, observations.json)."""
+    observed = a.run.observations
+    if observed is None:
+        return None, "the system reported nothing about this run (SystemAdapter.observe)"
+    if t.argument not in observed:
+        return None, f"the system did not report {t.argument!r} (reported: {', '.join(sorted(observed)) or 'nothing'})"
+    return observed[t.argument], "reported by the system"
+
+
 PHASE_DIMENSIONS = {"offered": "rate", "achieved": "rate", "dropped": "count", "p50": "latency", "p95": "latency",
                     "p99": "latency", "errors": "percent", "timeouts": "count"}
 PHASE_HELP = {"before": "the 30 s before the fault", "during": "while the fault was on",
@@ -383,10 +393,15 @@ METRICS: dict[str, MetricSpec] = {
     "unaccounted": MetricSpec("count", "a message class (malformed, huge, replay, ...), or nothing for all",
                               "injected messages some consumer group neither dead-lettered nor applied, or applied"
                               " though not JSON objects (analysis/injected.py)", measure_injected),
+    "observed": MetricSpec("number", "a name the system reports (SystemAdapter.observe)",
+                           "a number the system under test reported about the run, read after the drain",
+                           measure_observed),
     **{f"lag_{p}": MetricSpec("latency", "a consumer name, or nothing for the worst consumer", f"consumer lag {p}",
                               measure_lag)
        for p in ("p50", "p95", "p99", "max")},
 }
+
+NEEDS_ARGUMENT = {"observed"}  # a metric that means nothing over "everything"
 
 ALLOWED_UNITS: dict[str, tuple[str, ...]] = {
     "latency": ("ms", "s"),
@@ -395,6 +410,7 @@ ALLOWED_UNITS: dict[str, tuple[str, ...]] = {
     "percent": ("%",),
     "count": ("",),
     "count_or_percent": ("", "%"),
+    "number": ("",),
 }
 
 
@@ -476,6 +492,8 @@ def parse_expression(text: str, file: str = "<string>", line: int = 0) -> Thresh
             raise fail(f"empty argument in {metric}(); leave the parentheses out to mean everything")
         if not spec.argument:
             raise fail(f"{metric} takes no argument")
+    elif metric in NEEDS_ARGUMENT:
+        raise fail(f"{metric} needs an argument: {metric}(<{spec.argument}>)")
     if not right:
         raise fail("no limit after the operator")
     rm = _RIGHT.match(right)

@@ -20,7 +20,9 @@ particular system:
    tenant (leaked);
 4. which addresses its users need from the stack's environment
    (``env_keys``, e.g. ``ORDERS_URL``);
-5. for the sampler (harness/sampler.py), optionally: under which name each
+5. optionally, what only the system can tell about the run, as numbers
+   (``observe``: checked as ``observed(<name>)``);
+6. for the sampler (harness/sampler.py), optionally: under which name each
    consumer group's lag is recorded (``consumer_group_label``) and the
    system's own backlog, e.g. unsent outbox rows (``backlog``).
 
@@ -143,6 +145,15 @@ class SystemAdapter:
         "applied" (the group took it: a receipt, or its effect, is stored) or
         "unaccounted". None (the default): this system cannot tell, and the
         analysis says so instead of a verdict.
+        """
+        return None
+
+    async def observe(self, env: Mapping[str, str], namespace: str) -> dict[str, float] | None:
+        """Numbers the system itself reports about the run, by name, read once after the drain.
+
+        What only the system can tell: how sure its pattern discovery is, its
+        cache's hit ratio... Thresholds check them as ``observed(<name>)``; they
+        land in ``observations.json``. None (the default): nothing to report.
         """
         return None
 

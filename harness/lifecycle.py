@@ -573,6 +573,7 @@ def _drain(ctx: RunContext, drain_s: float) -> None:
         rows = bridge().run(drain.drain_and_read(ctx.adapter, ctx.env, ctx.namespace, drain_s, expected=expected,
                                                  sent=sent), timeout=drain_s + 60)
         drain.write(ctx.run_dir, rows)
+    _observe(ctx)
     messages = drain.injected_messages(ctx.run_dir)
     if messages:
         wait_s = max(2.0, deadline - time.monotonic())
@@ -586,6 +587,20 @@ def _drain(ctx: RunContext, drain_s: float) -> None:
             log.info("the %s adapter cannot tell what became of injected messages", ctx.adapter.name)
         else:
             drain.write_fates(ctx.run_dir, fates)
+
+
+def _observe(ctx: RunContext) -> None:
+    """What the system reports about the run (SystemAdapter.observe) into ``observations.json``."""
+    try:
+        observed = bridge().run(ctx.adapter.observe(ctx.env, ctx.namespace), timeout=30)
+    except Exception as exc:  # noqa: BLE001 - the report is still written; `observed` then has no data
+        report_error(ctx.environment, "reading what the system observed failed", exc)
+        return
+    if observed:
+        from rundir.write import write_observations
+
+        write_observations(ctx.run_dir, observed)
+        log.info("the system observed: %s", ", ".join(f"{k}={v:g}" for k, v in sorted(observed.items())))
 
 
 def _wait_for_samples(ctx: RunContext, timeout: float = 30.0) -> int:

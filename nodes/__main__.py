@@ -12,13 +12,12 @@ import sys
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from nodes.config import Settings
-    from nodes.kinds import NODE_KINDS
+    from nodes.kinds import node_class
     from nodes.service import configure_logging
 
-    node_class = NODE_KINDS[args.kind]
     settings = Settings.from_env(args.kind)
     configure_logging(settings.node_id)
-    node = node_class(settings)
+    node = node_class(args.kind)(settings)
     try:
         asyncio.run(node.serve())
     except ConnectionError as exc:

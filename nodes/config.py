@@ -51,6 +51,13 @@ class Topics:
     workflow: str = field(default_factory=lambda: _env("TOPIC_WORKFLOW_EVENTS", "workflow-events.v1"))
     stamped: str = field(default_factory=lambda: _env("TOPIC_METADATA_STAMPED", "metadata-stamped.v1"))
     dead_letter: str = field(default_factory=lambda: _env("TOPIC_DEAD_LETTER", "dead-letter.v1"))
+    # the integration services (docs/integration-services.md): the seed's topic names
+    service_lifecycle: str = field(default_factory=lambda: _env("TOPIC_SERVICE_LIFECYCLE", "hooks.service_lifecycle"))
+    tool_execution: str = field(default_factory=lambda: _env("TOPIC_TOOL_EXECUTION", "hooks.tool_execution"))
+    tool_registration: str = field(default_factory=lambda: _env("TOPIC_TOOL_REGISTRATION", "hooks.tool_registration"))
+    service_registry: str = field(default_factory=lambda: _env("TOPIC_SERVICE_REGISTRY", "registry.services"))
+    proxy_requests: str = field(default_factory=lambda: _env("TOPIC_PROXY_REQUESTS", "proxy.requests"))
+    patterns: str = field(default_factory=lambda: _env("TOPIC_INTELLIGENCE_PATTERNS", "intelligence.patterns"))
 
     def all(self) -> list[str]:
         return [
@@ -61,6 +68,12 @@ class Topics:
             self.workflow,
             self.stamped,
             self.dead_letter,
+            self.service_lifecycle,
+            self.tool_execution,
+            self.tool_registration,
+            self.service_registry,
+            self.proxy_requests,
+            self.patterns,
         ]
 
     def envelope_topics(self) -> list[str]:
@@ -114,6 +127,13 @@ class Settings:
     consul_addr: str | None
     breaker_failure_threshold: int
     breaker_reset_timeout_s: float
+    service_registry_url: str
+    discovery_ttl_s: float
+    redis_url: str
+    proxy_breaker_failure_threshold: int
+    proxy_breaker_reset_timeout_s: float
+    cache_ttl_s: float
+    adaptive_caching: bool
     topics: Topics
 
     @staticmethod
@@ -143,6 +163,16 @@ class Settings:
             consul_addr=os.environ.get("CONSUL_HTTP_ADDR") or None,
             breaker_failure_threshold=_env_int("BREAKER_FAILURE_THRESHOLD", 5),
             breaker_reset_timeout_s=_env_float("BREAKER_RESET_TIMEOUT_SECONDS", 2.0),
+            # the integration services: where the service registry is (the orchestrator and the proxy
+            # discover through it), how long a discovered address is trusted, and the proxy's cache
+            service_registry_url=_env("SERVICE_REGISTRY_URL", ""),
+            discovery_ttl_s=_env_float("DISCOVERY_TTL_SECONDS", 5.0),
+            redis_url=_env("REDIS_URL", ""),
+            # the seed's proxy breaker: 5 failures open it, for 30 s
+            proxy_breaker_failure_threshold=_env_int("CIRCUIT_BREAKER_FAILURE_THRESHOLD", 5),
+            proxy_breaker_reset_timeout_s=_env_float("CIRCUIT_BREAKER_TIMEOUT", 30.0),
+            cache_ttl_s=_env_float("CACHE_TTL_SECONDS", 300.0),
+            adaptive_caching=_env("ADAPTIVE_CACHING_ENABLED", "true").lower() in ("1", "true", "yes"),
             topics=Topics(),
         )
 
@@ -152,6 +182,7 @@ class Settings:
 GROUP_REDUCER = "bridge-reducer"
 GROUP_REGISTRY = "bridge-registry"
 GROUP_DB_ADAPTER = "bridge-database-adapter"
+GROUP_SERVICE_REGISTRY = "bridge-service-registry"  # registers every node that introspects as a service
 
 
 def required_consumers(topics: Topics, topic: str) -> list[str]:

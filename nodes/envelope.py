@@ -24,6 +24,17 @@ class EventType(str, enum.Enum):
     WORKFLOW_COMPLETED = "WORKFLOW_COMPLETED"
     WORKFLOW_FAILED = "WORKFLOW_FAILED"
     METADATA_STAMPED = "METADATA_STAMPED"
+    # the integration services: the seed's dotted names
+    SERVICE_STARTED = "service.lifecycle.started"
+    SERVICE_STOPPED = "service.lifecycle.stopped"
+    SERVICE_HEALTH_CHANGED = "service.lifecycle.health_changed"
+    TOOL_EXECUTED = "tool.execution.completed"
+    TOOL_REGISTERED = "registry.tool.registered"
+    SERVICE_REGISTERED = "registry.service.registered"
+    SERVICE_UPDATED = "registry.service.updated"
+    SERVICE_DEREGISTERED = "registry.service.deregistered"
+    PROXY_REQUEST = "proxy.request.completed"
+    PATTERN_DISCOVERED = "intelligence.pattern.discovered"
 
 
 ENVELOPE_VERSION = "1.0"

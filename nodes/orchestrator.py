@@ -11,7 +11,11 @@ Every step is one transaction that updates `workflows` and adds its event
 WORKFLOW_FAILED) to the outbox, keyed by workflow id. Stamping and
 intelligence calls each go through a circuit breaker; when intelligence is
 unavailable the workflow completes unenriched and says so (`"intelligence":
-"fallback"`). Workflows left unfinished by a crash are resumed at start.
+"fallback"`); when it answers, its analysis is stored with the workflow
+(`analysis`). With `SERVICE_REGISTRY_URL` set, stamping and intelligence are
+found through the service registry (nodes/discovery.py: cached, with the
+configured URLs as the way out when the registry is down; /stats shows which).
+Workflows left unfinished by a crash are resumed at start.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import asyncpg
 from aiohttp import web
 
 from nodes.breaker import CircuitBreaker, CircuitOpen
+from nodes.discovery import ServiceDiscovery
 from nodes.envelope import EventType, new_envelope
 from nodes.service import Node, json_error, read_json_object
 
@@ -50,6 +55,11 @@ class OrchestratorNode(Node):
             "intelligence", settings.breaker_failure_threshold, settings.breaker_reset_timeout_s
         )
         self.http: aiohttp.ClientSession | None = None
+        self.discovery: ServiceDiscovery | None = None
+        if settings.service_registry_url:
+            self.discovery = ServiceDiscovery(settings.service_registry_url, settings.discovery_ttl_s,
+                                              {"stamping": settings.stamping_url,
+                                               "intelligence": settings.intelligence_url})
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_WORKFLOWS)
         self._running: set[asyncio.Task] = set()
         self.accepted = 0
@@ -74,12 +84,15 @@ class OrchestratorNode(Node):
                 "running": len(self._running),
             },
             "breakers": {"stamping": self.stamping_breaker.snapshot(), "intelligence": self.intelligence_breaker.snapshot()},
+            "discovery": self.discovery.snapshot() if self.discovery else None,
         }
 
     async def on_start(self) -> None:
         self.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=200), timeout=aiohttp.ClientTimeout(total=10)
         )
+        if self.discovery:
+            await self.discovery.start()
         assert self.pool is not None
         rows = await self.pool.fetch("SELECT * FROM workflows WHERE state NOT IN ('completed', 'failed')")
         for row in rows:
@@ -93,6 +106,14 @@ class OrchestratorNode(Node):
         await asyncio.gather(*self._running, return_exceptions=True)
         if self.http:
             await self.http.close()
+        if self.discovery:
+            await self.discovery.stop()
+
+    async def _url(self, name: str, configured: str) -> str:
+        """Where `name` is now: through discovery when there is a registry, else as configured."""
+        if self.discovery is None:
+            return configured
+        return (await self.discovery.resolve(name)).url
 
     # -- HTTP ---------------------------------------------------------------------------------
     async def handle_submit(self, request: web.Request) -> web.Response:
@@ -166,6 +187,7 @@ class OrchestratorNode(Node):
             "use_intelligence": row["use_intelligence"],
             "stamp_hash": row["stamp_hash"],
             "intelligence": row["intelligence"],
+            "analysis": row["analysis"],
             "error": row["error"],
             "created_at": row["created_at"].isoformat(),
             "updated_at": row["updated_at"].isoformat(),
@@ -239,9 +261,9 @@ class OrchestratorNode(Node):
                     row = await self._transition(row, "stamped", stamp_hash=stamp_hash)
                 if row["state"] == "stamped":
                     if row["use_intelligence"]:
-                        verdict = await self._enrich(row)
-                        if verdict == "used":
-                            row = await self._transition(row, "enriched", intelligence="used")
+                        analysis = await self._enrich(row)
+                        if analysis is not None:
+                            row = await self._transition(row, "enriched", intelligence="used", analysis=analysis)
                         else:
                             self.fallbacks += 1
                             row = await self._transition(row, "completed", intelligence="fallback")
@@ -273,8 +295,9 @@ class OrchestratorNode(Node):
 
     async def _post_stamp(self, row) -> str:
         assert self.http is not None
+        base = await self._url("stamping", self.settings.stamping_url)
         async with self.http.post(
-            f"{self.settings.stamping_url}/stamp",
+            f"{base}/stamp",
             json={"content": row["content"], "content_type": row["content_type"], "namespace": row["namespace"],
                   "metadata": {"workflow_id": str(row["workflow_id"])}},
             headers={"X-Correlation-ID": str(row["correlation_id"])},
@@ -284,27 +307,33 @@ class OrchestratorNode(Node):
                 raise RuntimeError(f"stamping answered {resp.status}: {body}")
             return body["file_hash"]
 
-    async def _enrich(self, row) -> str:
-        """'used' when intelligence answered; 'fallback' when it failed, timed out or its breaker is open."""
-        if not self.settings.intelligence_url:
-            return "fallback"
+    async def _enrich(self, row) -> dict | None:
+        """Intelligence's analysis of the workflow; None (a fallback) when it failed, timed out or its breaker is open."""
+        if not self.settings.intelligence_url and self.discovery is None:
+            return None
         assert self.http is not None
         timeout = aiohttp.ClientTimeout(total=self.settings.intelligence_timeout_s)
 
-        async def call() -> None:
+        async def call() -> dict:
             assert self.http is not None
+            base = await self._url("intelligence", self.settings.intelligence_url)
+            if not base:
+                raise RuntimeError("no intelligence service known")
             async with self.http.post(
-                f"{self.settings.intelligence_url}/analyze",
+                f"{base}/analyze",
                 json={"workflow_id": str(row["workflow_id"]), "file_hash": row["stamp_hash"],
-                      "namespace": row["namespace"]},
+                      "namespace": row["namespace"], "content": row["content"],
+                      "content_type": row["content_type"]},
                 timeout=timeout,
             ) as resp:
                 if resp.status != 200:
                     raise RuntimeError(f"intelligence answered {resp.status}")
-                await resp.read()
+                body = await resp.json(content_type=None)
+                if not isinstance(body, dict) or not isinstance(body.get("analysis"), dict):
+                    raise RuntimeError("intelligence answered without an analysis")
+                return body["analysis"]
 
         try:
-            await self.intelligence_breaker.call(call)
-            return "used"
-        except (CircuitOpen, aiohttp.ClientError, asyncio.TimeoutError, RuntimeError):
-            return "fallback"
+            return await self.intelligence_breaker.call(call)
+        except (CircuitOpen, aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError):
+            return None

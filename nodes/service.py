@@ -84,6 +84,7 @@ class Node:
 
     kind = "node"
     max_body_bytes = 1024 * 1024
+    extra_middlewares: tuple = ()  # the integration services add nodes.api.respond
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -96,7 +97,7 @@ class Node:
         self.active_operations = 0
         self.ready = False
         self.introspections_sent = 0
-        self.app = web.Application(client_max_size=self.max_body_bytes, middlewares=[self._middleware])
+        self.app = web.Application(client_max_size=self.max_body_bytes, middlewares=[self._middleware, *self.extra_middlewares])
         self.app.router.add_get("/health", self.handle_health)
         self.app.router.add_get("/ready", self.handle_ready)
         self.app.router.add_get("/stats", self.handle_stats)

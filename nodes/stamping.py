@@ -4,6 +4,8 @@ POST /stamp    {"content": str, "content_type": str, "namespace": str, "encoding
                → 201 with the new stamp, or 200 with the existing one for the same namespace and hash
 POST /hash     {"content": str, "encoding": ...} → {"file_hash", "hash_time_ms", "size_bytes"}
 GET  /stamp/{hash}?namespace=ns → the stamp, or 404 (a stamp is only visible in its own namespace)
+POST /tools/blake3_hash {"input_data": {"content", "encoding"?}} → {"output": {"file_hash", "size_bytes"}}
+               (the hash as a tool, for the tool-capture proxy; nothing stored)
 """
 from __future__ import annotations
 
@@ -74,9 +76,22 @@ class StampingNode(Node):
         app.router.add_post("/stamp", self.handle_stamp)
         app.router.add_post("/hash", self.handle_hash)
         app.router.add_get("/stamp/{file_hash}", self.handle_get_stamp)
+        app.router.add_post("/tools/blake3_hash", self.handle_tool_hash)
 
     def capabilities(self) -> dict:
-        return {"hash": "blake3", "max_content_bytes": MAX_CONTENT_BYTES, "routes": ["/stamp", "/hash"]}
+        return {"hash": "blake3", "max_content_bytes": MAX_CONTENT_BYTES, "routes": ["/stamp", "/hash"],
+                "tools": ["blake3_hash"]}
+
+    async def handle_tool_hash(self, request: web.Request) -> web.Response:
+        body = await read_json_object(request)
+        input_data = body.get("input_data")
+        if not isinstance(input_data, dict):
+            return json_error(422, "field 'input_data' is required and must be an object")
+        data = _content_bytes(input_data)
+        if isinstance(data, web.Response):
+            return data
+        digest, _ = hash_content(data)
+        return web.json_response({"output": {"file_hash": digest, "size_bytes": len(data)}})
 
     async def handle_hash(self, request: web.Request) -> web.Response:
         body = await read_json_object(request)

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from rundir.journal import EXPERIMENT_FIELDS
 from rundir.journal import FIELDS as JOURNAL_FIELDS
 from rundir.journal import ExperimentJournal, ExperimentRecord, FaultJournal
-from rundir.schema import ADDED_COLUMNS, ONE_OF, RUN_JSON, SCHEMAS, RunDirError
+from rundir.schema import ADDED_COLUMNS, OBSERVATIONS, ONE_OF, RUN_JSON, SCHEMAS, RunDirError
 
 # columns the analysis needs from samples: `key` is not read (it is the largest
 # column and nothing in the analysis uses it), repeated strings come back as categoricals
@@ -46,6 +46,7 @@ class Run:
     files: dict[str, int] = field(default_factory=dict)
     experiments: list[dict[str, Any]] = field(default_factory=list)  # experiments.jsonl, in the order they ended
     injected: pd.DataFrame | None = None  # injected/: what became of the messages topic faults published
+    observations: dict[str, float] | None = None  # observations.json: what the system reported; None: absent
 
 
 def _parquet_files(folder: Path) -> list[Path]:
@@ -162,6 +163,20 @@ def load_run_info(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return info
 
 
+def load_observations(run_dir: str | os.PathLike[str]) -> dict[str, float] | None:
+    """``observations.json`` (name -> number), or None when the run has none."""
+    path = Path(run_dir) / OBSERVATIONS
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirError(f"{path}: damaged JSON ({exc})") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, (int, float)) for v in data.values()):
+        raise RunDirError(f"{path}: expected an object of numbers")
+    return {str(k): float(v) for k, v in data.items()}
+
+
 def load_journal(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """``chaos.jsonl`` as a frame sorted by start; an absent journal is an empty frame (no faults)."""
     rows = [{k: entry.get(k) for k in JOURNAL_FIELDS} | {"line": lineno}
@@ -206,9 +221,11 @@ def load_run(run_dir: str | os.PathLike[str], on_step: Callable[[str], None] | N
     counts["faults"] = len(journal)
     step("experiments.jsonl")
     experiments = load_experiments(path)
+    step("observations.json")
+    observations = load_observations(path)
     return Run(path=path, info=info, samples=samples, ledger=frames["ledger"], truth=frames["truth"],
                journal=journal, resources=frames["resources"], lag=frames["lag"], files=counts,
-               experiments=experiments, injected=frames["injected"])
+               experiments=experiments, injected=frames["injected"], observations=observations)
 
 
 def finite_or_none(x: Any) -> Any:

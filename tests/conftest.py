@@ -25,7 +25,7 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    """The embedded stack (broker, PostgreSQL, six nodes) with fast heartbeats; stopped after the session."""
+    """The embedded stack (broker, PostgreSQL, Redis, every node) with fast heartbeats; stopped after the session."""
     from stack.embedded import StackOptions, down, up
 
     state_path = str(tmp_path_factory.mktemp("stack") / "stack.json")

@@ -32,6 +32,10 @@ prevents, so a duplicate can show:
   a duplicate cannot show);
 - ``adapter-event``: EventBatchUser's raw events in ``event_logs`` (told
   from other events by their metadata mark);
+- ``hook``: the hook receiver's ``hook_events`` by hook id (its primary key);
+- ``registration``: ``service_registrations`` by instance id, or the
+  deregistration event of one the load deregistered itself (tenant: the
+  ``namespace`` in the registration's metadata);
 - ``dead-letter``: EventBatchUser's malformed messages in ``dead_letters``,
   found by their key ``<namespace>/dlq/<uuid>`` (the table has no namespace:
   the key's prefix is taken as it).
@@ -75,6 +79,11 @@ FATES = """
                 ELSE 'unaccounted' END
     FROM unnest($1::int[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::uuid[])
          AS m(i, consumer, topic, partition, "offset", event_id)"""
+OBSERVED_STARTUP = """
+    SELECT confidence_score, cardinality(affected_services) AS affected FROM intelligence_patterns
+    WHERE namespace = $1 AND pattern_type = 'startup_performance'"""
+OBSERVED_ANOMALIES = "SELECT count(*) FROM hook_events WHERE namespace = $1 AND anomalous"
+PROXIED_TOOL = "blake3_hash"  # the stamping node's tool the ProxyUser calls
 LOAD_MARK = "adapter-event"  # envelope metadata["load"] of EventBatchUser's events: how the truth finds them
 
 TRUTH: dict[str, TruthQuery] = {
@@ -110,6 +119,21 @@ TRUTH: dict[str, TruthQuery] = {
                                 "SELECT event_id::text, namespace, 1::bigint FROM event_logs "
                                 f"WHERE (namespace = $1 OR event_id::text = ANY($2::text[])) "
                                 f"AND metadata->>'load' = '{LOAD_MARK}'"),
+    # a hook is stored once by its hook_id (the receiver's primary key): a retried hook cannot show twice
+    "hook": TruthQuery("hook_events",
+                       "SELECT hook_id::text, namespace, 1::bigint FROM hook_events "
+                       "WHERE namespace = $1 OR hook_id::text = ANY($2::text[])"),
+    # a registration is stored once by its instance_id; one the load deregistered itself is found by its
+    # deregistration event instead (its row is gone, as asked). Tenant: the namespace in its metadata
+    "registration": TruthQuery("service_registrations", """
+        SELECT instance_id, namespace, 1::bigint FROM (
+            SELECT instance_id, coalesce(metadata->>'namespace', '') AS namespace FROM service_registrations
+            WHERE metadata->>'namespace' = $1 OR instance_id = ANY($2::text[])
+            UNION
+            SELECT payload->>'instance_id', coalesce(payload->'metadata'->>'namespace', '') FROM event_logs
+            WHERE event_type = 'registry.service.deregistered'
+              AND (payload->'metadata'->>'namespace' = $1 OR payload->>'instance_id' = ANY($2::text[]))
+        ) AS r"""),
     "dead-letter": TruthQuery("dead_letters", f"""
         SELECT convert_from(key, 'UTF8'), split_part(convert_from(key, 'UTF8'), '/dlq/', 1), count(*)::bigint
         FROM dead_letters
@@ -122,11 +146,12 @@ TRUTH: dict[str, TruthQuery] = {
 
 
 class BridgeAdapter(SystemAdapter):
-    """The six bridge nodes: orchestrator, reducer, stamping, registry, database adapter, intelligence."""
+    """The bridge nodes: orchestrator, reducer, stamping, registry, database adapter, intelligence, and the
+    integration services (service registry, hook receiver, tool-capture proxy)."""
 
     name = "bridge"
     env_keys = ("ORCHESTRATOR_URL", "STAMPING_URL", "REGISTRY_URL", "DATABASE_ADAPTER_URL", "INTELLIGENCE_URL",
-                "REDUCER_URL")
+                "REDUCER_URL", "SERVICE_REGISTRY_URL", "HOOK_RECEIVER_URL", "TOOL_CAPTURE_PROXY_URL")
     result_topics = (TOPICS.registered, TOPICS.workflow, TOPICS.stamped, TOPICS.registry_request)
     truth_queries = TRUTH
     _backlog_conn: asyncpg.Connection | None = None
@@ -168,6 +193,38 @@ class BridgeAdapter(SystemAdapter):
         finally:
             await conn.close()
         return [{"index": i, "consumer": group, "fate": fate} for i, group, fate in rows]
+
+    async def observe(self, env: Mapping[str, str], namespace: str) -> dict[str, float]:
+        """What the intelligence pipeline found in the run's namespace, and what the proxy's cache learned.
+
+        ``startup_confidence`` and ``startup_affected_services``: the run's startup_performance pattern (0 when
+        none was found); ``anomalies_found``: hooks of the run the pipeline called anomalous;
+        ``cache_hit_ratio`` and ``cache_confidence`` of the stamping node's ``blake3_hash`` tool, over the
+        proxy's life (on a stack started for the run, the run's own calls).
+        """
+        observed: dict[str, float] = {}
+        url = env.get("DATABASE_URL")
+        if url:
+            conn = await asyncpg.connect(url)
+            try:
+                row = await conn.fetchrow(OBSERVED_STARTUP, namespace)
+                observed["startup_confidence"] = float(row["confidence_score"]) if row else 0.0
+                observed["startup_affected_services"] = float(row["affected"]) if row else 0.0
+                observed["anomalies_found"] = float(await conn.fetchval(OBSERVED_ANOMALIES, namespace))
+            finally:
+                await conn.close()
+        proxy = env.get("TOOL_CAPTURE_PROXY_URL")
+        if proxy:
+            import aiohttp
+
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+                async with http.get(f"{proxy.rstrip('/')}/cache/stats") as resp:
+                    stats = (await resp.json())["data"]
+            tool = stats["adaptive_caching"]["tools"].get(PROXIED_TOOL)
+            if tool:
+                observed["cache_hit_ratio"] = float(tool["hit_ratio"])
+                observed["cache_confidence"] = float(tool["confidence_score"])
+        return observed
 
     def stack_env(self, options: Any) -> dict[str, str]:
         """The nodes heartbeat at the simulated nodes' ``--heartbeat`` interval (1 s by default)."""

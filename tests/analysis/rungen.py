@@ -43,10 +43,12 @@ from pathlib import Path
 import numpy as np
 
 from rundir.journal import ExperimentJournal, ExperimentRecord, FaultJournal, FaultRecord
-from rundir.write import write_lag, write_ledger, write_resources, write_run_info, write_samples, write_truth
+from rundir.write import (write_lag, write_ledger, write_observations, write_resources, write_run_info,
+                          write_samples, write_truth)
 
 T0 = 1_800_000_000.0
 MIB = 2**20
+OBSERVATIONS = {"startup_confidence": 0.93, "cache_hit_ratio": 0.5}  # what the system reported
 
 
 def stamp_samples() -> dict[str, np.ndarray]:
@@ -224,6 +226,7 @@ def make_chaos_run(path: Path, with_journal: bool = True, backlog: dict[str, lis
     write_resources(path, resource_rows())
     write_lag(path, lag_rows())
     write_lag(path, backlog if backlog is not None else backlog_rows())
+    write_observations(path, OBSERVATIONS)
     if with_journal:
         FaultJournal(path).write(FaultRecord(**journal_entry()))
     return path

@@ -182,6 +182,7 @@ ARGUMENTS = {
     thresholds.measure_stalled: "bridge-reducer",
     thresholds.measure_max_lag: "bridge-reducer",
     thresholds.measure_injected: "malformed",
+    thresholds.measure_observed: "startup_confidence",
 }
 # nothing of these in the known run: see test_burst_recovery_measured, and tests/analysis/test_injected.py
 ABSENT_IN_CHAOS_RUN = {"burst_recovery": "no burst found", "unaccounted": "no topic fault of this run published messages"}
@@ -191,7 +192,7 @@ def examples(metric: str) -> list[str]:
     """Thresholds on ``metric`` in its dimension's first unit: over everything, and over a selection if it takes one."""
     spec = METRICS[metric]
     limit = f"1{ALLOWED_UNITS[spec.dimension][0]}"
-    texts = [f"{metric} < {limit}"]
+    texts = [] if metric in thresholds.NEEDS_ARGUMENT else [f"{metric} < {limit}"]
     if spec.argument:
         texts.append(f"{metric}({ARGUMENTS[spec.measure]}) < {limit}")
     return texts
@@ -208,6 +209,18 @@ def test_every_metric_measures_the_known_run(chaos_analysis: Analysis, metric: s
         assert r.status in ("pass", "fail"), (r.threshold.text, r.status, r.detail)
         assert isinstance(r.measured, float) and not math.isnan(r.measured)
         assert r.detail or metric == "count", r.threshold.text
+
+
+def test_observed_reads_what_the_system_reported(chaos_analysis: Analysis, tmp_path: Path) -> None:
+    results = evaluate(parse_text("- observed(startup_confidence) >= 0.7\n- observed(cache_hit_ratio) > 0.5\n"
+                                  "- observed(no_such_name) > 0\n"), chaos_analysis)
+    assert [(r.status, r.measured) for r in results] == [("pass", 0.93), ("fail", 0.5), ("no data", None)]
+    assert "did not report 'no_such_name' (reported: cache_hit_ratio, startup_confidence)" in results[2].detail
+    steady = analyse(rungen.make_steady_run(tmp_path / "steady"), parse_text("- observed(startup_confidence) > 0\n"))
+    assert [(r.status, r.detail) for r in steady.results] == [
+        ("no data", "the system reported nothing about this run (SystemAdapter.observe)")]
+    with pytest.raises(ThresholdError, match="observed needs an argument"):
+        parse_text("- observed > 1\n", "t.yaml")
 
 
 def test_burst_recovery_measured(tmp_path: Path) -> None:

@@ -25,13 +25,14 @@ COMPOSE_FILE = COMPOSE / "docker-compose.yml"
 ENV_EXAMPLE = COMPOSE / ".env.example"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-NODE_KINDS = ["registry", "database-adapter", "reducer", "intelligence", "stamping", "orchestrator"]
+NODE_KINDS = ["registry", "database-adapter", "reducer", "intelligence", "stamping", "service-registry",
+              "hook-receiver", "tool-capture-proxy", "orchestrator"]
 NODE_ENV = ["KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "HTTP_HOST", "HTTP_PORT", "NODE_ID", "STAMPING_URL",
             "INTELLIGENCE_URL", "CONSUL_HTTP_ADDR", "HEARTBEAT_INTERVAL_SECONDS", "TOPIC_PARTITIONS"]
 BROKERS = ["redpanda-0", "redpanda-1", "redpanda-2"]
-INFRA = BROKERS + ["postgres", "consul", "toxiproxy"]
+INFRA = BROKERS + ["postgres", "consul", "redis", "toxiproxy"]
 LOCUST = ["locust-master", "locust-worker"]
-CHAOS_TARGETS = BROKERS + ["postgres", "consul"] + NODE_KINDS
+CHAOS_TARGETS = BROKERS + ["postgres", "consul", "redis"] + NODE_KINDS
 LABEL = "bridgestorm.managed"
 
 
