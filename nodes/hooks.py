@@ -69,6 +69,13 @@ RETURNING *
 """
 
 
+def _hook_type(body: dict[str, Any], known: dict[str, EventType]) -> str:
+    hook_type = field(body, "hook_type", str)
+    if hook_type not in known:
+        raise BadRequest(f"field 'hook_type' must be one of {sorted(known)}, not {hook_type!r}")
+    return hook_type
+
+
 def _number(body: dict[str, Any], name: str, where: str) -> float | None:
     value = field(body, name, (int, float), required=False, where=where)
     if value is not None and value < 0:
@@ -134,9 +141,7 @@ class HookReceiverNode(Node):
     # -- HTTP ------------------------------------------------------------------------------
     async def handle_lifecycle(self, request: web.Request) -> web.Response:
         body = await read_object(request)
-        hook_type = field(body, "hook_type", str)
-        if hook_type not in LIFECYCLE_EVENTS:
-            raise BadRequest(f"field 'hook_type' must be one of {sorted(LIFECYCLE_EVENTS)}, not {hook_type!r}")
+        hook_type = _hook_type(body, LIFECYCLE_EVENTS)
         info = field(body, "service_info", dict)
         service = field(info, "name", str, where="service_info")
         field(info, "version", str, where="service_info")
@@ -157,9 +162,7 @@ class HookReceiverNode(Node):
 
     async def handle_tool_execution(self, request: web.Request) -> web.Response:
         body = await read_object(request)
-        hook_type = field(body, "hook_type", str)
-        if hook_type not in TOOL_HOOKS:
-            raise BadRequest(f"field 'hook_type' must be one of {sorted(TOOL_HOOKS)}, not {hook_type!r}")
+        hook_type = _hook_type(body, TOOL_HOOKS)
         info = field(body, "execution_info", dict)
         tool = field(info, "tool_name", str, where="execution_info")
         field(info, "execution_id", str, where="execution_info")

@@ -9,9 +9,9 @@ POST /proxy/tool/{tool}  {"target_service"?: str, "input_data": {...},
       every instance is unhealthy, or the registry is unreachable with nothing known; 504 the instance timed out
 GET  /cache/stats        → {"cache_statistics": {...}, "adaptive_caching": {...}} (nodes/adaptive_cache.py)
 
-Discovery asks the service registry (`GET /registry/services?capability={tool}`, 0.5 s timeout) and trusts
-the answer for `discovery_ttl_s`; when the registry is down or errs the last known instances keep serving
-(counted as stale use), and the registry is left alone for a second after each error.
+Discovery asks the service registry (`GET /registry/services?capability={tool}`) through nodes/discovery.py,
+as the orchestrator does: trusted for `discovery_ttl_s`; when the registry is down or errs the last known
+instances keep serving (counted as `stale`), and the registry is left alone for a second after each error.
 Instances take turns (round robin), each behind its own CircuitBreaker. An instance is called as
 `POST {url}/tools/{tool}` with `{"input_data": ...}` and answers 200 `{"output": ...}`.
 
@@ -35,7 +35,7 @@ import logging
 import re
 import time
 import uuid
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, TypeVar
 
 import aiohttp
@@ -48,6 +48,7 @@ from redis.exceptions import RedisError
 
 from nodes.adaptive_cache import AdaptiveCache, ToolLearning, cache_key, canonical_json, fingerprint
 from nodes.api import BadRequest, failure, field, read_object, respond, success
+from nodes.discovery import RegistryUnavailable, ServiceDiscovery
 from nodes.breaker import CircuitBreaker, CircuitOpen
 from nodes.config import Settings, mask_url
 from nodes.envelope import EventType, new_envelope
@@ -61,9 +62,6 @@ TOOL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 DEFAULT_TIMEOUT_S = 30.0
 MAX_TIMEOUT_S = 300.0
 CACHE_POLICIES = ("adaptive", "bypass")
-REGISTRY_TIMEOUT_S = 0.5  # loopback or a LAN: a registry slower than this is treated as down
-REGISTRY_RETRY_AFTER_S = 1.0
-MAX_DISCOVERED = 1_000
 REDIS_SOCKET_TIMEOUT_S = 0.2  # a dead or paused Redis costs a request at most this (twice: one retry)
 REDIS_DEADLINE_S = 0.5  # and never more than this, whatever redis-py does inside
 REDIS_RETRY_AFTER_S = 1.0  # after a Redis error, skip the cache this long before trying again
@@ -86,15 +84,6 @@ class InstanceFailed(Exception):
 
 class CacheUnavailable(Exception):
     """Redis could not be used for this call (not configured, down, slow, or its breaker is open)."""
-
-
-@dataclass
-class Discovered:
-    """The instances the registry last named for a (tool, target service), and when."""
-
-    instances: list[dict[str, Any]]
-    fetched_at: float  # monotonic
-    fetched_wall: float = dataclass_field(default_factory=time.time)
 
 
 @dataclass
@@ -125,12 +114,7 @@ class ToolCaptureProxyNode(Node):
         self.redis_errors = 0
         self.redis_last_error: str | None = None
         self.http: aiohttp.ClientSession | None = None
-        self.discovered: dict[tuple[str, str | None], Discovered] = {}
-        self._discovery_locks: dict[tuple[str, str | None], asyncio.Lock] = {}
-        self.discovery_counts = {"lookups": 0, "registry_calls": 0, "registry_errors": 0, "stale_used": 0}
-        self.discovery_last_error: str | None = None
-        self.registry_breaker = CircuitBreaker("service-registry", failure_threshold=1,
-                                               reset_timeout_s=REGISTRY_RETRY_AFTER_S)
+        self.discovery = ServiceDiscovery(settings.service_registry_url, settings.discovery_ttl_s)
         self.breakers: dict[str, CircuitBreaker] = {}  # per instance URL
         self._turn: dict[tuple[str, str | None], int] = {}
         self.responses: dict[str, int] = {}  # status code -> count
@@ -142,6 +126,7 @@ class ToolCaptureProxyNode(Node):
 
     async def on_start(self) -> None:
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=500))
+        await self.discovery.start()
         if self.settings.redis_url:
             self.redis = Redis.from_url(
                 self.settings.redis_url,
@@ -153,6 +138,7 @@ class ToolCaptureProxyNode(Node):
     async def on_stop(self) -> None:
         if self.http is not None:
             await self.http.close()
+        await self.discovery.stop()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -329,71 +315,6 @@ class ToolCaptureProxyNode(Node):
         except CacheUnavailable:
             return False
 
-    # -- discovery ------------------------------------------------------------------------------
-    async def _instances(self, tool: str, target: str | None) -> list[dict[str, Any]]:
-        """The instances offering `tool` (of `target`): the registry's answer of less than discovery_ttl_s ago,
-        else the registry's answer now, else (registry down or erring) the last known ones, however old."""
-        key = (tool, target)
-        self.discovery_counts["lookups"] += 1
-        known = self.discovered.get(key)
-        if known is not None and time.monotonic() - known.fetched_at < self.settings.discovery_ttl_s:
-            return known.instances
-        lock = self._discovery_locks.setdefault(key, asyncio.Lock())
-        async with lock:  # one registry call per key at a time; the others use its answer
-            known = self.discovered.get(key)
-            if known is not None and time.monotonic() - known.fetched_at < self.settings.discovery_ttl_s:
-                return known.instances
-            try:
-                # after an error the registry is left alone for a second: a paused one costs one call its timeout
-                instances = await self.registry_breaker.call(lambda: self._ask_registry(tool, target))
-            except (ProxyError, CircuitOpen) as exc:
-                if isinstance(exc, ProxyError):
-                    self.discovery_counts["registry_errors"] += 1
-                    self.discovery_last_error = exc.error
-                if known is None:
-                    if isinstance(exc, ProxyError):
-                        raise
-                    raise ProxyError(503, f"service registry unavailable ({self.discovery_last_error}) and no"
-                                          f" instance of tool {tool} known yet") from None
-                self.discovery_counts["stale_used"] += 1
-                return known.instances
-            self.discovered[key] = Discovered(instances, time.monotonic())
-            self._forget_oldest_discoveries()
-            return instances
-
-    def _forget_oldest_discoveries(self) -> None:
-        """Keep at most MAX_DISCOVERED (tool, target) answers: tool names come from callers."""
-        while len(self.discovered) > MAX_DISCOVERED:
-            oldest = min(self.discovered, key=lambda k: self.discovered[k].fetched_at)
-            del self.discovered[oldest]
-            lock = self._discovery_locks.get(oldest)
-            if lock is not None and not lock.locked():
-                del self._discovery_locks[oldest]
-
-    async def _ask_registry(self, tool: str, target: str | None) -> list[dict[str, Any]]:
-        if not self.settings.service_registry_url:
-            raise ProxyError(503, "no service registry configured (SERVICE_REGISTRY_URL)")
-        assert self.http is not None
-        params = {"capability": tool}
-        if target:
-            params["service_name"] = target
-        self.discovery_counts["registry_calls"] += 1
-        url = f"{self.settings.service_registry_url.rstrip('/')}/registry/services"
-        try:
-            async with self.http.get(url, params=params,
-                                     timeout=aiohttp.ClientTimeout(total=REGISTRY_TIMEOUT_S)) as resp:
-                body = await resp.json(content_type=None)
-                if resp.status != 200 or not isinstance(body, dict) or body.get("success") is not True:
-                    raise ProxyError(503, f"service registry answered {resp.status}: {str(body)[:200]}")
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            raise ProxyError(503, f"service registry unreachable: {type(exc).__name__}: {exc}") from None
-        instances = []
-        for service in (body.get("data") or {}).get("services") or []:
-            for instance in service.get("instances") or []:
-                if isinstance(instance, dict) and instance_url(instance):
-                    instances.append({**instance, "service_name": service.get("service_name")})
-        return instances
-
     def _breaker(self, url: str) -> CircuitBreaker:
         breaker = self.breakers.get(url)
         if breaker is None:
@@ -404,7 +325,11 @@ class ToolCaptureProxyNode(Node):
     # -- the call -----------------------------------------------------------------------------------
     async def _call_upstream(self, tool: str, target: str | None, input_data: dict, timeout_s: float) -> Upstream:
         """The next healthy instance whose breaker lets the call through, called once; ProxyError otherwise."""
-        instances = await self._instances(tool, target)
+        try:
+            instances = (await self.discovery.lookup(capability=tool, service_name=target)).instances
+        except RegistryUnavailable as exc:
+            raise ProxyError(503, f"service registry unavailable ({exc}) and no instance of tool {tool} known yet"
+                             ) from None
         where = f" of service {target!r}" if target else ""
         if not instances:
             raise ProxyError(404, f"no registered instance{where} offers tool {tool}")
@@ -478,19 +403,10 @@ class ToolCaptureProxyNode(Node):
                         "adaptive_caching": self.cache.snapshot()})
 
     def stats(self) -> dict[str, Any]:
-        now = time.monotonic()
         return {
             "responses": dict(self.responses),
             "cache_statistics": self.cache_statistics(self.redis is not None and self.redis_breaker.state == "closed"),
             "adaptive_caching": self.cache.snapshot(),
-            "discovery": {
-                **self.discovery_counts,
-                "last_error": self.discovery_last_error,
-                "registry_breaker": self.registry_breaker.snapshot(),
-                "ttl_s": self.settings.discovery_ttl_s,
-                "known": {f"{tool}@{target or '*'}": {"instances": len(d.instances),
-                                                      "age_s": round(now - d.fetched_at, 3)}
-                          for (tool, target), d in self.discovered.items()},
-            },
+            "discovery": self.discovery.snapshot(),
             "breakers": {url: b.snapshot() for url, b in self.breakers.items()},
         }

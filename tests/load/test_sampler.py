@@ -23,7 +23,9 @@ def test_a_run_samples_every_part_and_every_consumer_group(run_locust, stack):
     per_part = resources.groupby("part", observed=True)
     assert set(per_part.groups) == parts | {"locust"}, run.output[-3000:]
     assert (per_part.size() >= 4).all(), per_part.size()  # once a second for 5 s, the first second without CPU
-    assert (resources["rss_bytes"] > 10 * 2**20).all() and (resources["cpu_percent"] >= 0).all()
+    # a real process's resident set (Redis, the smallest part, holds 3-8 MiB; a Python node 40 MiB or more)
+    assert (resources["rss_bytes"] > 2**20).all() and (resources["cpu_percent"] >= 0).all()
+    assert (per_part["rss_bytes"].min().drop("redis") > 10 * 2**20).all(), per_part["rss_bytes"].min()
     cpu = per_part["cpu_percent"].mean()
     assert cpu["locust"] > 0 and cpu["broker"] > 0 and cpu["postgres"] > 0, cpu
     # PostgreSQL counts its backends' private memory; its postmaster alone is smaller

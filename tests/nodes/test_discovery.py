@@ -65,7 +65,7 @@ async def test_the_orchestrator_discovers_stamping_and_intelligence_through_the_
     assert row["state"] == "completed"
     discovery = await _discovery(http, urls)
     assert discovery["sources"].get("registry", 0) + discovery["sources"].get("cache", 0) >= 2
-    assert set(discovery["cache"]) >= {"stamping", "intelligence"}
+    assert set(discovery["cache"]) >= {"service_name=stamping", "service_name=intelligence"}
     assert discovery["degraded"] == []
     assert discovery["lookup_ms"]["p95"] is not None
 
@@ -80,7 +80,7 @@ async def test_with_the_registry_down_workflows_route_on_what_was_discovered_las
         assert all(r["state"] == "completed" and r["intelligence"] == "used" for r in rows), rows
         discovery = await _discovery(http, urls)
         assert discovery["sources"].get("stale", 0) >= 1
-        assert "stamping" in discovery["degraded"]
+        assert "service_name=stamping" in discovery["degraded"]
         assert discovery["registry_errors"] >= 1
     finally:
         registry.start()
