@@ -39,7 +39,10 @@ or the tool as the API shows it; the correlation id is the request's
 `X-Correlation-ID` (a UUID) or a new one.
 
 Our own nodes register themselves: the node consumes NODE_INTROSPECTION and
-NODE_HEARTBEAT (group GROUP_SERVICE_REGISTRY). An introspection upserts the
+NODE_HEARTBEAT (group GROUP_SERVICE_REGISTRY) of its own namespace
+(`NODE_NAMESPACE`); another tenant's nodes (a load test's simulated ones
+among them) are counted and passed over, or discovery by name could route
+the orchestrator to them. An introspection upserts the
 instance `node_id` of service `node_type` at the host and port of
 `endpoints.api`, capabilities = `capabilities.tools` (a list of tool names;
 the other capabilities are descriptions, not tools), metadata `{"node": true}`
@@ -307,6 +310,7 @@ class ServiceRegistryNode(Node):
         self.queries = 0
         self.introspections = 0
         self.introspections_skipped = 0
+        self.other_namespaces = 0
         self.heartbeats = 0
 
     def setup_routes(self, app: web.Application) -> None:
@@ -331,6 +335,7 @@ class ServiceRegistryNode(Node):
             "queries": self.queries,
             "introspections": self.introspections,
             "introspections_skipped": self.introspections_skipped,
+            "other_namespaces": self.other_namespaces,
             "heartbeats": self.heartbeats,
         }
 
@@ -529,6 +534,9 @@ class ServiceRegistryNode(Node):
         beats: list[tuple[str, Any]] = []
         for rec in records:
             env = rec.envelope
+            if env.namespace != self.settings.namespace:  # another tenant's node: never offered to our callers
+                self.other_namespaces += 1
+                continue
             if env.event_type == EventType.NODE_INTROSPECTION:
                 self.introspections += 1
                 await self._introspected(conn, env)

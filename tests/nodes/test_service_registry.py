@@ -408,7 +408,7 @@ async def test_introspection_registers_tools_as_capabilities_and_publishes_only_
         payload = {"node_id": node_id, "node_type": node_type, "version": version,
                    "capabilities": {"tools": [tool], "hash": {"algo": "blake3"}},
                    "endpoints": {"api": "http://127.0.0.1:4711", "health": "http://127.0.0.1:4711/health"}}
-        return new_envelope(EventType.NODE_INTROSPECTION, payload, source_node_id=node_id, namespace="svc-reg-test")
+        return new_envelope(EventType.NODE_INTROSPECTION, payload, source_node_id=node_id)  # the nodes' namespace
 
     async def send(topic: str, env) -> None:
         await producer.send_and_wait(topic, env.to_bytes(), key=node_id.encode())
@@ -504,3 +504,21 @@ async def test_stats_count_what_was_done(http, urls):
                           ("queries", 1)):
         assert after[key] - before[key] >= at_least, key
     assert after["introspections"] > 0 and after["heartbeats"] > 0
+
+
+async def test_another_namespaces_nodes_are_never_registered(http, urls, producer, topics, watch):
+    """A node of another tenant (a load test's simulated "stamping" with an api address) is passed over: were it
+    registered, the orchestrator's discovery by name could route workflows to it."""
+    node_id = f"other-tenant-{suffix()}"
+    payload = {"node_id": node_id, "node_type": "stamping", "version": "9.9.9", "capabilities": {"tools": ["x"]},
+               "endpoints": {"api": "http://127.0.0.1:4712"}}
+    foreign = new_envelope(EventType.NODE_INTROSPECTION, payload, source_node_id=node_id, namespace=f"tenant-{suffix()}")
+    mine = new_envelope(EventType.NODE_INTROSPECTION, {**payload, "node_id": f"{node_id}-mine",
+                                                       "node_type": f"own-{suffix()}"}, source_node_id=node_id)
+    await producer.send_and_wait(topics.introspection, foreign.to_bytes(), key=node_id.encode())
+    await producer.send_and_wait(topics.introspection, mine.to_bytes(), key=node_id.encode())
+    await watch.wait(mine.correlation_id, EventType.SERVICE_REGISTERED, timeout=15)  # same partition: read after it
+    stamping = await services(http, urls, service_name="stamping")
+    assert all(i["instance_id"] != node_id for s in stamping for i in s["instances"])
+    assert [e for _, e in watch.seen if e.correlation_id == foreign.correlation_id
+            and e.event_type in (EventType.SERVICE_REGISTERED, EventType.SERVICE_UPDATED)] == []
