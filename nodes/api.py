@@ -30,16 +30,23 @@ class BadRequest(Exception):
 
 
 async def read_object(request: web.Request) -> dict[str, Any]:
-    """The body as a JSON object, or BadRequest(400, or 413 over the size limit) saying what is wrong with it.
+    """The body as a JSON object, or BadRequest(400, or 413 over the size limit) saying what is wrong with it."""
+    try:
+        return await parse_object(request)
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise BadRequest(f"body too large: {exc.text}", 413) from None
 
+
+async def parse_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object, or BadRequest(400); a body over the limit raises aiohttp's own 413.
+
+    Every node reads bodies with this (the older nodes through nodes.service.read_json_object).
     Python's JSON reader also fails outside JSONDecodeError: RecursionError for
     nesting deeper than its stack, ValueError for an integer of more than 4300
     digits; both are a bad body, not a server error.
     """
     try:
         body = await request.json()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise BadRequest(f"body too large: {exc.text}", 413) from None
     except RecursionError:
         raise BadRequest("body is not valid JSON: nested too deeply", 400) from None
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError

@@ -230,13 +230,13 @@ class HookReceiverNode(Node):
                 for pattern_type, about in weakened:
                     await conn.execute("DELETE FROM intelligence_patterns WHERE namespace = $1 AND pattern_type = $2"
                                        " AND subject = $3", namespace, pattern_type, about)
-                rows = []
+                discovered = []
                 for pattern in found:
                     row = await conn.fetchrow(_UPSERT_PATTERN, uuid.uuid4(), namespace, pattern.pattern_type,
                                               pattern.subject, pattern.confidence_score, pattern.affected_services,
                                               pattern.to_json(), hook_id)
-                    rows.append(row)
                     pattern_info = _pattern_json(row)
+                    discovered.append(pattern_info)
                     await self.outbox.add(conn, self.settings.topics.patterns, pattern.pattern_type, new_envelope(
                         EventType.PATTERN_DISCOVERED, {"hook_id": str(hook_id), "pattern_info": pattern_info},
                         causation_id=event.event_id, **common))
@@ -249,7 +249,7 @@ class HookReceiverNode(Node):
         return success({"hook_id": str(hook_id), "event_id": str(event.event_id),
                         "correlation_id": str(correlation_id), "namespace": namespace,
                         "processing_status": "completed",
-                        "intelligence_analysis": {"patterns_discovered": [_pattern_json(r) for r in rows]}})
+                        "intelligence_analysis": {"patterns_discovered": discovered}})
 
     async def _discover(self, conn: asyncpg.Connection, hook_id: uuid.UUID, hook_type: str, namespace: str,
                         subject: str, measures: dict[str, Any]) -> tuple[list[Pattern], list[tuple[str, str]]]:

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from nodes.api import BadRequest, parse_object
 from nodes.bus import EventBus
 from nodes.config import Settings, mask_url
 from nodes.consumer import BatchConsumer, Received
@@ -63,20 +64,16 @@ def json_error(status: int, message: str, **extra: Any) -> web.Response:
 
 
 async def read_json_object(request: web.Request) -> dict:
-    """The request body as a JSON object, or a 400 with a message saying what is wrong."""
+    """The request body as a JSON object, or a 400 (413 over the limit) in these nodes' older error shape.
+
+    One reader for every node (nodes/api.py's `read_object`), so a body nested too deeply or with a
+    4300-digit integer is a 400 here too, not a 500.
+    """
     try:
-        body = await request.json()
-    except web.HTTPRequestEntityTooLarge:
-        raise
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": f"body is not valid JSON: {exc}", "status": 400}), content_type="application/json"
-        )
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "body must be a JSON object", "status": 400}), content_type="application/json"
-        )
-    return body
+        return await parse_object(request)  # over the limit: the middleware answers the 413
+    except BadRequest as exc:
+        raise web.HTTPBadRequest(text=json.dumps({"error": str(exc), "status": exc.status}),
+                                 content_type="application/json") from None
 
 
 class Node:

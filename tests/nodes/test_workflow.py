@@ -85,6 +85,8 @@ async def test_bad_workflow_bodies_get_clear_errors(http, urls):
     cases = [
         (b"{not json", 400, "not valid JSON"),
         (b"[1, 2]", 400, "JSON object"),
+        (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),  # Python's JSON reader recurses
+        (b'{"content": 1' + b"0" * 5000 + b"}", 400, "not valid JSON"),  # over its 4300-digit integer limit
         (b'{"namespace": "x"}', 422, "content"),
         (b'{"content": "x", "use_intelligence": "yes"}', 422, "use_intelligence"),
         (b'{"content": "x", "workflow_id": "nope"}', 422, "UUID"),
